@@ -1,0 +1,31 @@
+"""lns_keras: binary neural networks in Keras 3, trained with Learning with Noisy Supervision.
+
+```python
+import lns_keras
+
+layer = lns_keras.LNSQuantConv2D(64, 3, padding="same", alpha=1.0, rho=0.005)
+```
+"""
+
+from lns_keras import callbacks, constraints, convert, export, losses, quantizers
+from lns_keras.layers import LNSQuantConv2D, LNSQuantDense, QuantConv2D, QuantDense
+from lns_keras.mapping import BinarizationMapping
+from lns_keras.summary import model_stats, summary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BinarizationMapping",
+    "LNSQuantConv2D",
+    "LNSQuantDense",
+    "QuantConv2D",
+    "QuantDense",
+    "callbacks",
+    "constraints",
+    "convert",
+    "export",
+    "losses",
+    "model_stats",
+    "quantizers",
+    "summary",
+]

@@ -1,0 +1,63 @@
+"""Weight constraints for binary networks.
+
+`WeightClip` keeps latent weights inside `[-clip_value, clip_value]`, where the
+straight-through estimator still passes gradients (Courbariaux et al., 2016). Use it by
+name: `QuantConv2D(..., kernel_constraint="weight_clip")`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+__all__ = ["WeightClip", "get"]
+
+
+@keras.saving.register_keras_serializable(package="lns_keras")
+class WeightClip(keras.constraints.Constraint):
+    r"""Clip weights to $[-\text{clip\_value}, \text{clip\_value}]$ after each update.
+
+    Args:
+        clip_value: The bound; must be positive.
+
+    Raises:
+        ValueError: If `clip_value` is not positive.
+
+    Example:
+        ```python
+        layer = lns_keras.QuantDense(10, kernel_constraint="weight_clip")
+        ```
+    """
+
+    def __init__(self, clip_value: float = 1.0):
+        if not clip_value > 0:
+            raise ValueError(f"`clip_value` must be positive, got clip_value={clip_value!r}.")
+        self.clip_value = clip_value
+
+    def __call__(self, w):
+        return ops.clip(w, -self.clip_value, self.clip_value)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"clip_value": self.clip_value}
+
+
+_ALIASES = {"weight_clip": WeightClip}
+
+
+def get(identifier: Any) -> keras.constraints.Constraint | None:
+    """Resolve a constraint: our aliases (`"weight_clip"`) first, then Keras's own.
+
+    Args:
+        identifier: A name, a config, a constraint object or `None`.
+
+    Returns:
+        The constraint, or `None`.
+
+    Raises:
+        ValueError: If `identifier` cannot be interpreted.
+    """
+    if isinstance(identifier, str) and identifier in _ALIASES:
+        return _ALIASES[identifier]()
+    return keras.constraints.get(identifier)

@@ -1,0 +1,254 @@
+"""The LNS pipeline around a baseline BNN: convert, warm start, fold (paper §4.1).
+
+1. `to_lns(baseline)`: the same network with every binary `QuantConv2D` / `QuantDense`
+   replaced by its LNS twin, every weight copied; the mapping networks are new.
+2. `warm_start(lns_model, data, ...)`: train only the mappings, everything else frozen,
+   until `sign(Q̂)` agrees with `sign(W)`.
+3. Fine-tune end to end with `model.fit` (the layers add the noisy-supervision loss).
+4. `fold(lns_model)`: a plain binary model holding `sign(Q̂)` and its scale; the
+   mappings are gone and inference costs what the baseline's does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+
+from lns_keras.layers.lns import LNSQuantConv2D, LNSQuantDense, is_lns_layer
+from lns_keras.layers.quantized import QuantConv2D, QuantDense, kernel_scale_factor
+
+__all__ = ["fold", "is_binary_layer", "sign_agreement", "to_lns", "warm_start"]
+
+_LNS_KEYS = ("alpha", "rho", "loss_reduction", "noisy_labels", "mapping_width")
+
+
+def is_binary_layer(layer) -> bool:
+    """Whether `layer` is a `QuantConv2D` / `QuantDense` with 1-bit input and kernel."""
+    return (
+        isinstance(layer, QuantConv2D | QuantDense)
+        and getattr(layer.input_quantizer, "precision", None) == 1
+        and getattr(layer.kernel_quantizer, "precision", None) == 1
+    )
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, keras.Model) or not model.built:
+        raise ValueError(f"`model` must be a built keras.Model, got {model!r}.")
+
+
+def _clone(model, clone_function):
+    clone = keras.models.clone_model(model, clone_function=clone_function)
+    for old, new in zip(model.layers, clone.layers):
+        if type(old) is type(new):
+            new.set_weights(old.get_weights())
+    return clone
+
+
+def to_lns(model: keras.Model, **lns_kwargs: Any) -> keras.Model:
+    """Clone a trained baseline BNN with every binary layer replaced by its LNS twin.
+
+    Binary layers (1-bit input and kernel quantizers) become `LNSQuantConv2D` /
+    `LNSQuantDense` with the same configuration plus `lns_kwargs`; their kernels and
+    biases are copied, their mappings freshly initialised. Every other layer is cloned
+    with its weights. Full-precision layers (the first conv, the last dense, the
+    down-sampling shortcuts) stay as they are.
+
+    Args:
+        model: A built baseline model.
+        **lns_kwargs: LNS arguments for every converted layer (`alpha`, `rho`,
+            `loss_reduction`, `noisy_labels`, `mapping_width`, `kernel_scale`).
+
+    Returns:
+        A new, uncompiled model.
+
+    Raises:
+        ValueError: If `model` is not built, has no binary layer, or an LNS argument is
+            invalid.
+
+    Example:
+        ```python
+        lns_model = lns_keras.convert.to_lns(baseline, alpha=1.0, rho=0.005)
+        ```
+    """
+    _check_model(model)
+    if not any(is_binary_layer(layer) for layer in _all_layers(model)):
+        raise ValueError(f"`model` {model.name!r} has no binary QuantConv2D/QuantDense to convert.")
+    unknown = set(lns_kwargs) - {*_LNS_KEYS, "kernel_scale"}
+    if unknown:
+        raise ValueError(f"Unknown LNS arguments {sorted(unknown)}; known: {[*_LNS_KEYS, 'kernel_scale']}.")
+
+    def clone_function(layer):
+        if not is_binary_layer(layer) or is_lns_layer(layer):
+            return layer.__class__.from_config(layer.get_config())
+        cls = LNSQuantConv2D if isinstance(layer, QuantConv2D) else LNSQuantDense
+        return cls.from_config({**layer.get_config(), **lns_kwargs})
+
+    clone = _clone(model, clone_function)
+    for old, new in zip(model.layers, clone.layers):
+        if is_lns_layer(new) and not is_lns_layer(old):
+            new.kernel.assign(old.kernel)
+            if old.use_bias:
+                new.bias.assign(old.bias)
+            new.snapshot_labels()
+    return clone
+
+
+def fold(model: keras.Model) -> keras.Model:
+    """Replace every LNS layer by a plain binary layer holding `sign(Q̂)` and its scale.
+
+    The folded layer's kernel is `sign(Q̂) · s` with the LNS layer's scale `s`, so the
+    folded layer's own `kernel_quantizer` and `kernel_scale` give back exactly
+    `sign(Q̂)` and `s`. Predictions equal the LNS model's in inference.
+
+    Args:
+        model: A built model with LNS layers.
+
+    Returns:
+        A new, uncompiled model without mapping networks.
+
+    Raises:
+        ValueError: If a layer's `kernel_quantizer` does not produce ±1 values.
+
+    Example:
+        ```python
+        folded = lns_keras.convert.fold(lns_model)
+        ```
+    """
+    _check_model(model)
+
+    def clone_function(layer):
+        config = layer.get_config()
+        if not is_lns_layer(layer):
+            return layer.__class__.from_config(config)
+        for key in _LNS_KEYS:
+            config.pop(key)
+        cls = QuantConv2D if isinstance(layer, LNSQuantConv2D) else QuantDense
+        return cls.from_config(config)
+
+    clone = _clone(model, clone_function)
+    for old, new in zip(model.layers, clone.layers):
+        if not is_lns_layer(old):
+            continue
+        binary = keras.ops.convert_to_numpy(old.binary_kernel())
+        if not np.all(np.abs(binary) == 1):
+            raise ValueError(
+                f"Layer {old.name!r}: fold needs a sign kernel_quantizer, got "
+                f"{type(old.kernel_quantizer).__name__} with values other than ±1."
+            )
+        scale = kernel_scale_factor(old.kernel, old.kernel_scale)
+        new.kernel.assign(binary if scale is None else binary * keras.ops.convert_to_numpy(scale))
+        if old.use_bias:
+            new.bias.assign(old.bias)
+    return clone
+
+
+def _all_layers(model) -> list:
+    return [layer for layer in model._flatten_layers(include_self=False)]
+
+
+def sign_agreement(model: keras.Model) -> float:
+    """Fraction of binary weights where `sign(Q̂)` equals `sign(W)`, over all LNS layers.
+
+    Args:
+        model: A model with LNS layers.
+
+    Returns:
+        A number in [0, 1].
+
+    Raises:
+        ValueError: If the model has no LNS layer.
+    """
+    agree = total = 0
+    for layer in _all_layers(model):
+        if is_lns_layer(layer):
+            q_hat = keras.ops.convert_to_numpy(layer.binary_estimate())
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
+            agree += int(np.sum((q_hat >= 0) == (kernel >= 0)))
+            total += kernel.size
+    if total == 0:
+        raise ValueError(f"`model` {model.name!r} has no LNS layer.")
+    return agree / total
+
+
+def warm_start(
+    model: keras.Model,
+    data,
+    *,
+    epochs: int,
+    loss,
+    optimizer: keras.optimizers.Optimizer | str = "adam",
+    metrics: list | None = None,
+    alpha: float | None = 1.0,
+    jit_compile: bool | str = "auto",
+    **fit_kwargs: Any,
+) -> keras.callbacks.History:
+    """Warm start (paper §4.1): train only the mapping networks, everything else frozen.
+
+    Every layer but the LNS layers' mappings is frozen (batch normalization therefore
+    runs in inference mode), the model is compiled with `loss` and `optimizer`, and
+    fitted on `data` for `epochs`. The training loss is the classification loss plus each
+    LNS layer's `alpha · ℓ̃_i`; `alpha` here overrides the layers' own (so that an
+    α = 0 arm still starts from a mapping that reproduces `sign(W)`); `None` keeps
+    theirs. Trainability and the layers' `alpha` are restored afterwards; compile the
+    model again before fine-tuning.
+
+    Args:
+        model: A model with LNS layers (from [`to_lns`][lns_keras.convert.to_lns]).
+        data: What `model.fit` takes as `x` (a `tf.data.Dataset`, arrays, ...).
+        epochs: Number of warm-start epochs, ≥ 0.
+        loss: The classification loss.
+        optimizer: Optimizer for the mapping parameters.
+        metrics: Metrics to compile with.
+        alpha: Weight of the noisy-supervision loss during warm start, or `None`.
+        jit_compile: Passed to `model.compile`.
+        **fit_kwargs: Passed to `model.fit` (`y`, `batch_size`, `callbacks`, ...).
+
+    Returns:
+        The `History` of the warm-start fit.
+
+    Raises:
+        ValueError: If `epochs` < 0, `alpha` < 0, or the model has no LNS layer.
+
+    Example:
+        ```python
+        lns_keras.convert.warm_start(lns_model, train_ds, epochs=2,
+                                     loss="sparse_categorical_crossentropy")
+        lns_model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        ```
+    """
+    if not isinstance(epochs, int) or epochs < 0:
+        raise ValueError(f"`epochs` must be an integer >= 0, got epochs={epochs!r}.")
+    if alpha is not None and not alpha >= 0:
+        raise ValueError(f"`alpha` must be >= 0 or None, got alpha={alpha!r}.")
+    lns_layers = [layer for layer in _all_layers(model) if is_lns_layer(layer)]
+    if not lns_layers:
+        raise ValueError(f"`model` {model.name!r} has no LNS layer to warm start.")
+
+    layer_flags = {id(layer): layer.trainable for layer in _all_layers(model)}
+    saved_alpha = {id(layer): layer.alpha for layer in lns_layers}
+    variable_flags = {}
+    try:
+        for layer in _all_layers(model):
+            if not is_lns_layer(layer) and not _inside_lns(layer, lns_layers):
+                layer.trainable = False
+        for layer in lns_layers:
+            for variable in layer._trainable_variables:
+                variable_flags[id(variable)] = (variable, variable.trainable)
+                variable.trainable = False
+            if alpha is not None:
+                layer.alpha = float(alpha)
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)
+        return model.fit(data, epochs=epochs, **fit_kwargs)
+    finally:
+        for layer in _all_layers(model):
+            layer.trainable = layer_flags[id(layer)]
+        for variable, flag in variable_flags.values():
+            variable.trainable = flag
+        for layer in lns_layers:
+            layer.alpha = saved_alpha[id(layer)]
+
+
+def _inside_lns(layer, lns_layers) -> bool:
+    return any(layer is lns.mapping for lns in lns_layers)

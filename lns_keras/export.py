@@ -1,0 +1,115 @@
+"""Export a folded binary model to TFLite, as a 1-bit LCE flatbuffer or a float file.
+
+The model is exported as a TensorFlow SavedModel (`model.export(...,
+format="tf_saved_model")`) and converted either by larq-compute-engine (`lce=True`:
+binary convolutions become `LceBconv2d` ops with bit-packed weights) or by TensorFlow's
+own TFLite converter. The file is written under a temporary name and moved into place,
+so a crash never leaves half a file at `path`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import keras
+
+from lns_keras.layers.lns import is_lns_layer
+
+__all__ = ["atomic_write_bytes", "tflite_op_names", "to_tflite"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename.
+
+    Args:
+        path: Destination file.
+        data: The bytes to write.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def to_tflite(model: keras.Model, path: str | os.PathLike, lce: bool = True) -> str:
+    """Convert a folded model to a TFLite file.
+
+    Args:
+        model: A built model without LNS layers (see [`fold`][lns_keras.convert.fold]).
+        path: Where to write the `.tflite` file.
+        lce: `True` for a 1-bit flatbuffer through larq-compute-engine (needs the
+            `larq-compute-engine` package; run it with LCE's interpreter), `False` for a
+            standard float TFLite file.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: If `model` still has LNS layers.
+        ImportError: If `lce=True` and larq-compute-engine is not installed.
+
+    Example:
+        ```python
+        lns_keras.export.to_tflite(lns_keras.convert.fold(lns_model), "model.tflite")
+        ```
+    """
+    lns_layers = [layer.name for layer in model._flatten_layers() if is_lns_layer(layer)]
+    if lns_layers:
+        raise ValueError(
+            f"`model` still has LNS layers {lns_layers}; fold it first with "
+            "lns_keras.convert.fold(model)."
+        )
+    with tempfile.TemporaryDirectory() as tmp:
+        saved_model = os.path.join(tmp, "saved_model")
+        model.export(saved_model, format="tf_saved_model", verbose=False)
+        if lce:
+            try:
+                import larq_compute_engine as lce_module
+            except ImportError as error:
+                raise ImportError(
+                    "to_tflite(lce=True) needs larq-compute-engine: pip install larq-compute-engine"
+                ) from error
+            flatbuffer = lce_module.convert_saved_model(saved_model)
+        else:
+            import tensorflow as tf
+
+            flatbuffer = tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
+    atomic_write_bytes(path, flatbuffer)
+    return os.fspath(path)
+
+
+def tflite_op_names(flatbuffer: bytes) -> list[str]:
+    """The operator names in a TFLite flatbuffer: builtin names and custom codes.
+
+    Args:
+        flatbuffer: The bytes of a `.tflite` file.
+
+    Returns:
+        The names of the operator codes, e.g. `["CONV_2D", "LceBconv2d", ...]`.
+    """
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.python import schema_util
+
+    builtin_names = {
+        code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")
+    }
+    model = schema.Model.GetRootAsModel(flatbuffer, 0)
+    names = []
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        if code.CustomCode():
+            names.append(code.CustomCode().decode())
+        else:
+            names.append(builtin_names[schema_util.get_builtin_code_from_operator_code(code)])
+    return names

@@ -1,0 +1,251 @@
+"""LNS layers: binarization by a learned mapping with noisy supervision.
+
+`LNSQuantConv2D` and `LNSQuantDense` are `QuantConv2D` / `QuantDense` whose binary kernel
+is not `sign(W)` but `kernel_quantizer(f_θ(W))`: a small CNN, the
+[`BinarizationMapping`][lns_keras.mapping.BinarizationMapping], reads the whole latent
+kernel and predicts its binary version $\\hat Q$ (Eq. 4). In training each layer adds
+$\\alpha \\cdot \\tilde\\ell_i$ through `add_loss`, the noise-corrected loss between $\\hat Q$
+and the noisy labels $\\tilde Q = \\operatorname{sign}(W)$ (Eqs. 15-17, 21).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from lns_keras import losses, quantizers
+from lns_keras.layers.quantized import QuantConv2D, QuantDense
+from lns_keras.mapping import BinarizationMapping
+
+__all__ = ["LNSQuantConv2D", "LNSQuantDense", "is_lns_layer"]
+
+LOSS_REDUCTIONS = ("mean", "sum")
+NOISY_LABELS = ("latent", "pretrained")
+
+
+def _noise_rates(rho) -> tuple[float, float]:
+    """`rho` as `(rho_pos, rho_neg)`: a number means both rates equal (paper §3.2)."""
+    if isinstance(rho, list | tuple):
+        if len(rho) != 2:
+            raise ValueError(f"`rho` must be a number or a pair (rho_pos, rho_neg), got rho={rho!r}.")
+        rho_pos, rho_neg = rho
+    else:
+        rho_pos = rho_neg = rho
+    losses.check_noise_rates(rho_pos, rho_neg)
+    return float(rho_pos), float(rho_neg)
+
+
+class _LNSMixin:
+    """What the LNS conv and dense layers share."""
+
+    def _init_lns(self, alpha, rho, loss_reduction, noisy_labels, mapping_width):
+        if not (isinstance(alpha, int | float) and alpha >= 0):
+            raise ValueError(f"`alpha` must be a number >= 0, got alpha={alpha!r}.")
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(
+                f"`loss_reduction` must be one of {LOSS_REDUCTIONS}, got "
+                f"loss_reduction={loss_reduction!r}."
+            )
+        if noisy_labels not in NOISY_LABELS:
+            raise ValueError(
+                f"`noisy_labels` must be one of {NOISY_LABELS}, got noisy_labels={noisy_labels!r}."
+            )
+        self.noise_rates = _noise_rates(rho)
+        self.alpha = float(alpha)
+        self.rho = rho
+        self.loss_reduction = loss_reduction
+        self.noisy_labels = noisy_labels
+        self.mapping_width = mapping_width
+        self.mapping = BinarizationMapping(width=mapping_width, name="mapping")
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.mapping.build(tuple(self.kernel.shape))
+        if self.noisy_labels == "pretrained":
+            self.pretrained_labels = self.add_weight(
+                name="pretrained_labels",
+                shape=tuple(self.kernel.shape),
+                initializer="ones",
+                trainable=False,
+            )
+            self.snapshot_labels()
+
+    def snapshot_labels(self) -> None:
+        """Freeze the current `sign(W)` as the noisy labels (`noisy_labels="pretrained"`)."""
+        if self.noisy_labels == "pretrained":
+            self.pretrained_labels.assign(quantizers.sign(self.kernel))
+
+    def binary_estimate(self):
+        """$\\hat Q = f_\\theta(W)$ (Eq. 4), real-valued, the same in training and inference."""
+        return self.mapping(self.kernel)
+
+    def noisy_targets(self):
+        """$\\tilde Q$: `sign(W)` of the current latent weights (Algorithm 1, line 3), or the
+        frozen pretrained snapshot; never a path for gradients."""
+        if self.noisy_labels == "pretrained":
+            return ops.stop_gradient(self.pretrained_labels)
+        return ops.stop_gradient(quantizers.sign(self.kernel))
+
+    def noisy_supervision_loss(self, q_hat):
+        """The layer loss $\\tilde\\ell_i$: mean (Eq. 16) or sum (Eq. 17) of Eq. 15."""
+        elementwise = losses.corrected_loss(q_hat, self.noisy_targets(), *self.noise_rates)
+        if self.loss_reduction == "sum":
+            return ops.sum(elementwise)  # Eq. 17
+        return ops.mean(elementwise)  # Eq. 16
+
+    def quantized_kernel(self, training=None):
+        q_hat = self.binary_estimate()
+        if training and self.alpha > 0:
+            self.add_loss(self.alpha * self.noisy_supervision_loss(q_hat))  # Eq. 21
+        return self.kernel_quantizer(q_hat) if self.kernel_quantizer else q_hat
+
+    def binary_kernel(self):
+        """The kernel's quantized values without scale: `kernel_quantizer(Q̂)`."""
+        q_hat = self.binary_estimate()
+        return self.kernel_quantizer(q_hat) if self.kernel_quantizer else q_hat
+
+    def _lns_config(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha,
+            "rho": list(self.rho) if isinstance(self.rho, list | tuple) else self.rho,
+            "loss_reduction": self.loss_reduction,
+            "noisy_labels": self.noisy_labels,
+            "mapping_width": self.mapping_width,
+        }
+
+
+@keras.saving.register_keras_serializable(package="lns_keras")
+class LNSQuantConv2D(_LNSMixin, QuantConv2D):
+    r"""Binary 2D convolution whose binary kernel is learned by a mapping network (LNS).
+
+    Forward: $\hat Q = f_\theta(W)$ (Eq. 4), then
+    $y = \operatorname{conv}(q_a(x),\, q_w(\hat Q)) \cdot s(W) + b$ with
+    $s(W) = \operatorname{mean}|W|$ by default. In training the layer adds
+    $\alpha\,\tilde\ell_i(\hat Q, \tilde Q)$ with $\tilde Q = \operatorname{sign}(W)$
+    through `add_loss` (Eqs. 15-17, 21).
+
+    Args:
+        filters: Number of output channels.
+        kernel_size: Height and width of the kernel.
+        *args: Further positional arguments of `keras.layers.Conv2D`.
+        alpha: Weight $\alpha \ge 0$ of the noisy-supervision loss (Eq. 21); 0 turns the
+            supervision off and keeps the mapping (the paper's "LNS w/o noisy supervision").
+        rho: Noise rate $\rho$, or a pair $(\rho_{+1}, \rho_{-1})$; rates $\ge 0$ with
+            sum $< 1$.
+        loss_reduction: `"mean"` over the kernel's elements (Eq. 16) or `"sum"` (Eq. 17).
+        noisy_labels: `"latent"`: sign of the current latent weights (Algorithm 1);
+            `"pretrained"`: a frozen snapshot, taken when built or by
+            `snapshot_labels()` (which [`to_lns`][lns_keras.convert.to_lns] calls).
+        kernel_scale: `"layer"` (mean |W|, DoReFa, the default), `"channel"` or `None`.
+        mapping_width: Channel multiplier of the mapping's hidden layers (2 in the paper).
+        input_quantizer: Quantizer of the input, default `"ste_sign"`.
+        kernel_quantizer: Quantizer applied to $\hat Q$, default `"ste_sign"`.
+        **kwargs: Every other argument of `QuantConv2D` / `keras.layers.Conv2D`.
+
+    Raises:
+        ValueError: For a negative `alpha`, invalid noise rates, or an unknown
+            `loss_reduction`, `noisy_labels` or `kernel_scale`; each names the value.
+
+    Example:
+        ```python
+        x = keras.Input((32, 32, 16))
+        y = lns_keras.LNSQuantConv2D(
+            16, 3, padding="same", use_bias=False, alpha=1.0, rho=0.005,
+            kernel_constraint="weight_clip",
+        )(x)
+        ```
+    """
+
+    def __init__(
+        self,
+        filters: int,
+        kernel_size,
+        *args,
+        alpha: float = 1.0,
+        rho: float | tuple[float, float] = 0.005,
+        loss_reduction: str = "mean",
+        noisy_labels: str = "latent",
+        kernel_scale: str | None = "layer",
+        mapping_width: int = 2,
+        input_quantizer="ste_sign",
+        kernel_quantizer="ste_sign",
+        **kwargs,
+    ):
+        super().__init__(
+            filters,
+            kernel_size,
+            *args,
+            input_quantizer=input_quantizer,
+            kernel_quantizer=kernel_quantizer,
+            kernel_scale=kernel_scale,
+            **kwargs,
+        )
+        self._init_lns(alpha, rho, loss_reduction, noisy_labels, mapping_width)
+
+    def get_config(self):
+        return {**super().get_config(), **self._lns_config()}
+
+
+@keras.saving.register_keras_serializable(package="lns_keras")
+class LNSQuantDense(_LNSMixin, QuantDense):
+    r"""Binary dense layer whose binary kernel is learned by a mapping network (LNS).
+
+    The dense kernel $(c, n)$ is read as $n$ filters of size $1 \times 1$ with $c$
+    channels, so the mapping uses $1 \times 1$ convolutions ($k = 1$).
+
+    Args:
+        units: Number of outputs.
+        *args: Further positional arguments of `keras.layers.Dense`.
+        alpha: Weight $\alpha \ge 0$ of the noisy-supervision loss (Eq. 21).
+        rho: Noise rate $\rho$, or a pair $(\rho_{+1}, \rho_{-1})$.
+        loss_reduction: `"mean"` (Eq. 16) or `"sum"` (Eq. 17).
+        noisy_labels: `"latent"` or `"pretrained"`.
+        kernel_scale: `"layer"` (default), `"channel"` or `None`.
+        mapping_width: Channel multiplier of the mapping's hidden layers.
+        input_quantizer: Quantizer of the input, default `"ste_sign"`.
+        kernel_quantizer: Quantizer applied to $\hat Q$, default `"ste_sign"`.
+        **kwargs: Every other argument of `QuantDense` / `keras.layers.Dense`.
+
+    Raises:
+        ValueError: As for [`LNSQuantConv2D`][lns_keras.LNSQuantConv2D].
+
+    Example:
+        ```python
+        x = keras.Input((256,))
+        y = lns_keras.LNSQuantDense(128, alpha=1.0, rho=0.005)(x)
+        ```
+    """
+
+    def __init__(
+        self,
+        units: int,
+        *args,
+        alpha: float = 1.0,
+        rho: float | tuple[float, float] = 0.005,
+        loss_reduction: str = "mean",
+        noisy_labels: str = "latent",
+        kernel_scale: str | None = "layer",
+        mapping_width: int = 2,
+        input_quantizer="ste_sign",
+        kernel_quantizer="ste_sign",
+        **kwargs,
+    ):
+        super().__init__(
+            units,
+            *args,
+            input_quantizer=input_quantizer,
+            kernel_quantizer=kernel_quantizer,
+            kernel_scale=kernel_scale,
+            **kwargs,
+        )
+        self._init_lns(alpha, rho, loss_reduction, noisy_labels, mapping_width)
+
+    def get_config(self):
+        return {**super().get_config(), **self._lns_config()}
+
+
+def is_lns_layer(layer) -> bool:
+    """Whether `layer` is an LNS layer (owns a binarization mapping)."""
+    return isinstance(layer, _LNSMixin)

@@ -1,0 +1,100 @@
+"""The binarization mapping $f_\\theta$ of LNS (paper §3.1 and §4.1).
+
+One small CNN per LNS layer reads the layer's whole latent kernel and predicts its
+binary version, $\\hat Q = f_\\theta(W)$ (Eq. 4), so every weight is binarized knowing
+the rest of its filter. A conv kernel $W \\in \\mathbb{R}^{k \\times k \\times c \\times n}$
+is read as a batch of $n$ images of size $k \\times k$ with $c$ channels. Three
+convolutions, stride 1, `same` padding: $c \\to wc \\to wc \\to c$ ($w$ = `width`, 2 in the
+paper), batch normalization and ReLU after the first two.
+
+The batch normalization always uses the statistics of the layer's own filters (the
+whole batch, every time), in training and in inference alike, so $\\hat Q$ is a
+deterministic function of $(W, \\theta)$: the binary weights evaluated are the ones
+trained, and folding gives the same predictions.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+__all__ = ["BinarizationMapping"]
+
+
+@keras.saving.register_keras_serializable(package="lns_keras")
+class BinarizationMapping(keras.layers.Layer):
+    """The mapping network $f_\\theta$: latent kernel in, real-valued $\\hat Q$ out.
+
+    Args:
+        width: Channel multiplier of the two hidden convolutions (2 in the paper).
+        epsilon: Variance epsilon of the batch normalization over filters.
+        **kwargs: Passed to `keras.layers.Layer`.
+
+    Raises:
+        ValueError: If `width` is not a positive integer.
+
+    Example:
+        ```python
+        mapping = BinarizationMapping(width=2)
+        q_hat = mapping(kernel)  # kernel: (3, 3, 64, 128) -> q_hat: (3, 3, 64, 128)
+        ```
+    """
+
+    def __init__(self, width: int = 2, epsilon: float = 1e-3, **kwargs):
+        if not isinstance(width, int) or width < 1:
+            raise ValueError(f"`mapping_width` must be a positive integer, got {width!r}.")
+        super().__init__(**kwargs)
+        self.width = width
+        self.epsilon = epsilon
+
+    def build(self, kernel_shape):
+        if len(kernel_shape) == 4:  # (k, k, c, n): 3x3 convolutions over k x k images
+            channels, taps = kernel_shape[2], 3
+        else:  # dense (c, n): k = 1, 1x1 convolutions
+            channels, taps = kernel_shape[0], 1
+        hidden = self.width * channels
+        shapes = [(channels, hidden), (hidden, hidden), (hidden, channels)]
+        self.conv_kernels = [
+            self.add_weight(
+                name=f"conv{i}_kernel",
+                shape=(taps, taps, c_in, c_out),
+                initializer="glorot_uniform",
+            )
+            for i, (c_in, c_out) in enumerate(shapes, start=1)
+        ]
+        # The first two convolutions feed batch normalization, which cancels a bias.
+        self.gammas = [
+            self.add_weight(name=f"bn{i}_gamma", shape=(hidden,), initializer="ones")
+            for i in (1, 2)
+        ]
+        self.betas = [
+            self.add_weight(name=f"bn{i}_beta", shape=(hidden,), initializer="zeros")
+            for i in (1, 2)
+        ]
+        self.output_bias = self.add_weight(
+            name="conv3_bias", shape=(channels,), initializer="zeros"
+        )
+
+    def _normalize(self, x, gamma, beta):
+        mean, variance = ops.moments(x, axes=(0, 1, 2))  # over the layer's own filters
+        return (x - mean) * ops.rsqrt(variance + self.epsilon) * gamma + beta
+
+    def call(self, kernel):
+        dense = len(kernel.shape) == 2
+        if dense:
+            x = ops.reshape(ops.transpose(kernel), (kernel.shape[1], 1, 1, kernel.shape[0]))
+        else:
+            x = ops.transpose(kernel, (3, 0, 1, 2))  # (n, k, k, c): n filters as images
+        for conv_kernel, gamma, beta in zip(self.conv_kernels[:2], self.gammas, self.betas):
+            x = ops.conv(x, conv_kernel, padding="same")
+            x = ops.relu(self._normalize(x, gamma, beta))
+        x = ops.conv(x, self.conv_kernels[2], padding="same") + self.output_bias
+        if dense:
+            return ops.transpose(ops.reshape(x, (kernel.shape[1], kernel.shape[0])))
+        return ops.transpose(x, (1, 2, 3, 0))
+
+    def compute_output_shape(self, kernel_shape):
+        return kernel_shape
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "epsilon": self.epsilon}

@@ -1,0 +1,632 @@
+"""Quantizers: the forward quantization and the pseudo-gradient used to train through it.
+
+A quantizer maps full-precision values to a few levels (two, for a binary network) in the
+forward pass, and replaces the gradient of that step function, zero almost everywhere,
+by a *pseudo-gradient* in the backward pass. The names, arguments and numerics are those
+of [larq](https://larq.dev) 0.14, re-implemented for Keras 3.
+
+Quantizers are used through the quantizer arguments of the quantized layers:
+
+```python
+import keras
+import lns_keras
+
+x = keras.Input((32, 32, 3))
+y = lns_keras.QuantConv2D(
+    64, 3, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+    kernel_constraint="weight_clip",
+)(x)
+```
+
+Strings and objects are interchangeable: `kernel_quantizer="ste_sign"` is
+`kernel_quantizer=lns_keras.quantizers.SteSign(clip_value=1.0)`.
+
+The forward pass of every quantizer is only the quantization (for binary quantizers
+`sign`), with the pseudo-gradient attached by `keras.ops.custom_gradient`. An exported
+graph therefore holds a bare `sign`, which larq-compute-engine fuses into a 1-bit
+convolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+from keras import ops
+
+__all__ = [
+    "ApproxSign",
+    "DoReFa",
+    "MagnitudeAwareSign",
+    "NoOp",
+    "Quantizer",
+    "SteHeaviside",
+    "SteSign",
+    "SteTern",
+    "SwishSign",
+    "approx_sign",
+    "deserialize",
+    "get",
+    "serialize",
+    "sign",
+    "ste_heaviside",
+    "ste_sign",
+    "ste_tern",
+    "swish_sign",
+]
+
+_ALIASES: dict[str, type] = {}
+
+
+def _register_alias(name: str) -> Callable[[type], type]:
+    def decorator(cls: type) -> type:
+        _ALIASES[name] = cls
+        return cls
+
+    return decorator
+
+
+def _check_clip_value(clip_value: float | None) -> None:
+    if clip_value is not None and not clip_value > 0:
+        raise ValueError(
+            f"`clip_value` must be a positive number or None, got clip_value={clip_value!r}."
+        )
+
+
+def _upstream(args: tuple, upstream: Any) -> Any:
+    # keras.ops.custom_gradient passes the upstream gradient positionally (TF) or by name.
+    return args[0] if upstream is None else upstream
+
+
+def _clipped_gradient(x, dy, clip_value: float | None):
+    """Straight-through gradient, zeroed where `|x| > clip_value`."""
+    if clip_value is None:
+        return dy
+    return ops.where(ops.less_equal(ops.abs(x), clip_value), dy, ops.zeros_like(dy))
+
+
+def sign(x):
+    r"""Sign that is never zero: $\operatorname{sign}(x) = +1$ for $x \ge 0$, else $-1$.
+
+    Written as `sign(sign(x) + 0.1)`, larq's form, which larq-compute-engine recognises.
+
+    Args:
+        x: Input tensor.
+
+    Returns:
+        A tensor of the same shape and dtype as `x` holding ±1.
+    """
+    return ops.sign(ops.sign(x) + 0.1)
+
+
+def heaviside(x):
+    r"""Heaviside step: $+1$ for $x > 0$, else $0$.
+
+    Args:
+        x: Input tensor.
+
+    Returns:
+        A tensor of the same shape and dtype as `x` holding 0 or 1.
+    """
+    return ops.sign(ops.relu(x))
+
+
+def ste_sign(x, clip_value: float | None = 1.0):
+    r"""Sign with the straight-through estimator.
+
+    $q(x) = \operatorname{sign}(x)$; $\partial q / \partial x = 1$ where
+    $|x| \le$ `clip_value`, else 0 (Hubara et al., 2016).
+
+    Args:
+        x: Input tensor.
+        clip_value: Gradient clipping threshold; `None` passes every gradient.
+
+    Returns:
+        The binarized tensor.
+    """
+
+    @ops.custom_gradient
+    def _call(x):
+        def grad(*args, upstream=None):
+            return _clipped_gradient(x, _upstream(args, upstream), clip_value)
+
+        return sign(x), grad
+
+    return _call(x)
+
+
+def approx_sign(x):
+    r"""Sign with the piecewise-polynomial pseudo-gradient of Bi-Real Net.
+
+    $\partial q / \partial x = 2 - 2|x|$ for $|x| \le 1$, else 0 (Liu et al., 2018).
+
+    Args:
+        x: Input tensor.
+
+    Returns:
+        The binarized tensor.
+    """
+
+    @ops.custom_gradient
+    def _call(x):
+        def grad(*args, upstream=None):
+            dy = _upstream(args, upstream)
+            abs_x = ops.abs(x)
+            return ops.where(ops.less_equal(abs_x, 1.0), (1 - abs_x) * 2 * dy, ops.zeros_like(dy))
+
+        return sign(x), grad
+
+    return _call(x)
+
+
+def swish_sign(x, beta: float = 5.0):
+    r"""Sign with the SignSwish pseudo-gradient (Darabi et al., 2018).
+
+    $\partial q / \partial x = \beta\,(2 - \beta x \tanh(\beta x / 2)) / (1 + \cosh(\beta x))$.
+
+    Args:
+        x: Input tensor.
+        beta: Steepness of the swish.
+
+    Returns:
+        The binarized tensor.
+    """
+
+    @ops.custom_gradient
+    def _call(x):
+        def grad(*args, upstream=None):
+            dy = _upstream(args, upstream)
+            b_x = beta * x
+            return dy * beta * (2 - b_x * ops.tanh(b_x * 0.5)) / (1 + ops.cosh(b_x))
+
+        return sign(x), grad
+
+    return _call(x)
+
+
+def ste_tern(
+    x,
+    threshold_value: float = 0.05,
+    ternary_weight_networks: bool = False,
+    clip_value: float | None = 1.0,
+):
+    r"""Ternarization with the straight-through estimator (Li et al., 2016).
+
+    $q(x) = +1$ for $x > \Delta$, $0$ for $|x| < \Delta$, $-1$ for $x < -\Delta$, where
+    $\Delta$ is `threshold_value`, or $0.7 \cdot \operatorname{mean}|x|$ when
+    `ternary_weight_networks` is set.
+
+    Args:
+        x: Input tensor.
+        threshold_value: The threshold $\Delta$.
+        ternary_weight_networks: Compute $\Delta$ from `x` as in Ternary Weight Networks.
+        clip_value: Gradient clipping threshold; `None` passes every gradient.
+
+    Returns:
+        The ternarized tensor.
+    """
+
+    @ops.custom_gradient
+    def _call(x):
+        if ternary_weight_networks:
+            threshold = 0.7 * ops.mean(ops.abs(x))
+        else:
+            threshold = threshold_value
+
+        def grad(*args, upstream=None):
+            return _clipped_gradient(x, _upstream(args, upstream), clip_value)
+
+        return ops.sign(ops.sign(x + threshold) + ops.sign(x - threshold)), grad
+
+    return _call(x)
+
+
+def ste_heaviside(x, clip_value: float | None = 1.0):
+    r"""Heaviside step with the straight-through estimator.
+
+    $q(x) = 1$ for $x > 0$, else $0$; $\partial q/\partial x = 1$ where $|x| \le$
+    `clip_value`.
+
+    Args:
+        x: Input tensor.
+        clip_value: Gradient clipping threshold; `None` passes every gradient.
+
+    Returns:
+        The tensor of zeros and ones.
+    """
+
+    @ops.custom_gradient
+    def _call(x):
+        def grad(*args, upstream=None):
+            return _clipped_gradient(x, _upstream(args, upstream), clip_value)
+
+        return heaviside(x), grad
+
+    return _call(x)
+
+
+@keras.saving.register_keras_serializable(package="lns_keras")
+class Quantizer(keras.layers.Layer):
+    """Base class of quantizers.
+
+    Attributes:
+        precision: Bits of the output (1 for binary quantizers), read by
+            [`model_stats`][lns_keras.model_stats]; `None` when unknown.
+    """
+
+    precision: int | None = None
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="lns_keras")
+@_register_alias("noop")
+class NoOp(Quantizer):
+    r"""Identity that only marks a precision: $q(x) = x$.
+
+    Args:
+        precision: The precision to record for the variable it is applied to (`None`:
+            unknown, counted as 32-bit).
+        **kwargs: Passed to `keras.layers.Layer`.
+
+    Raises:
+        ValueError: If `precision` is not a positive integer.
+
+    Example:
+        ```python
+        layer = lns_keras.QuantDense(16, kernel_quantizer=lns_keras.quantizers.NoOp(1))
+        ```
+    """
+
+    def __init__(self, precision: int | None = None, **kwargs):
+        if precision is not None and (not isinstance(precision, int) or precision < 1):
+            raise ValueError(
+                f"`precision` must be a positive integer or None, got precision={precision!r}."
+            )
+        super().__init__(**kwargs)
+        self.precision = precision
+
+    def call(self, inputs):
+        return inputs
+
+    def get_config(self):
+        return {**super().get_config(), "precision": self.precision}
+
+
+@keras.saving.register_keras_serializable(package="lns_keras")
+@_register_alias("ste_sign")
+class SteSign(Quantizer):
+    r"""Binary quantizer with the straight-through estimator.
+
+    $$q(x) = \begin{cases} -1 & x < 0 \\ +1 & x \ge 0 \end{cases} \qquad
+    \frac{\partial q}{\partial x} = \begin{cases} 1 & |x| \le \text{clip\_value} \\
+    0 & \text{else} \end{cases}$$
+
+    Reference: Hubara et al., *Binarized Neural Networks*, NeurIPS 2016.
+
+    Args:
+        clip_value: Gradient clipping threshold; `None` passes every gradient.
+        **kwargs: Passed to `keras.layers.Layer`.
+
+    Raises:
+        ValueError: If `clip_value` is not positive.
+
+    Example:
+        ```python
+        q = lns_keras.quantizers.SteSign(clip_value=1.0)
+        q(keras.ops.convert_to_tensor([-0.5, 0.0, 2.0]))  # [-1, 1, 1]
+        ```
+    """
+
+    precision = 1
+
+    def __init__(self, clip_value: float | None = 1.0, **kwargs):
+        _check_clip_value(clip_value)
+        super().__init__(**kwargs)
+        self.clip_value = clip_value
+
+    def call(self, inputs):
+        return ste_sign(inputs, clip_value=self.clip_value)
+
+    def get_config(self):
+        return {**super().get_config(), "clip_value": self.clip_value}
+
+
+@keras.saving.register_keras_serializable(package="lns_keras")
+@_register_alias("approx_sign")
+class ApproxSign(Quantizer):
+    r"""Binary quantizer with the Bi-Real Net pseudo-gradient.
+
+    $$q(x) = \operatorname{sign}(x) \qquad \frac{\partial q}{\partial x} =
+    \begin{cases} 2 - 2|x| & |x| \le 1 \\ 0 & \text{else} \end{cases}$$
+
+    Reference: Liu et al., *Bi-Real Net*, ECCV 2018.
+
+    Args:
+        **kwargs: Passed to `keras.layers.Layer`.
+    """
+
+    precision = 1
+
+    def call(self, inputs):
+        return approx_sign(inputs)
+
+
+@keras.saving.register_keras_serializable(package="lns_keras")
+@_register_alias("ste_heaviside")
+class SteHeaviside(Quantizer):
+    r"""Binary quantizer to $\{0, 1\}$ with the straight-through estimator.
+
+    $$q(x) = \begin{cases} 1 & x > 0 \\ 0 & x \le 0 \end{cases} \qquad
+    \frac{\partial q}{\partial x} = \begin{cases} 1 & |x| \le \text{clip\_value} \\
+    0 & \text{else} \end{cases}$$
+
+    Args:
+        clip_value: Gradient clipping threshold; `None` passes every gradient.
+        **kwargs: Passed to `keras.layers.Layer`.
+
+    Raises:
+        ValueError: If `clip_value` is not positive.
+    """
+
+    precision = 1
+
+    def __init__(self, clip_value: float | None = 1.0, **kwargs):
+        _check_clip_value(clip_value)
+        super().__init__(**kwargs)
+        self.clip_value = clip_value
+
+    def call(self, inputs):
+        return ste_heaviside(inputs, clip_value=self.clip_value)
+
+    def get_config(self):
+        return {**super().get_config(), "clip_value": self.clip_value}
+
+
+@keras.saving.register_keras_serializable(package="lns_keras")
+@_register_alias("swish_sign")
+class SwishSign(Quantizer):
+    r"""Binary quantizer with the SignSwish pseudo-gradient.
+
+    $$q(x) = \operatorname{sign}(x) \qquad \frac{\partial q}{\partial x} =
+    \frac{\beta\,(2 - \beta x \tanh(\beta x / 2))}{1 + \cosh(\beta x)}$$
+
+    Reference: Darabi et al., *BNN+*, 2018.
+
+    Args:
+        beta: Steepness of the swish; must be positive.
+        **kwargs: Passed to `keras.layers.Layer`.
+
+    Raises:
+        ValueError: If `beta` is not positive.
+    """
+
+    precision = 1
+
+    def __init__(self, beta: float = 5.0, **kwargs):
+        if not beta > 0:
+            raise ValueError(f"`beta` must be positive, got beta={beta!r}.")
+        super().__init__(**kwargs)
+        self.beta = beta
+
+    def call(self, inputs):
+        return swish_sign(inputs, beta=self.beta)
+
+    def get_config(self):
+        return {**super().get_config(), "beta": self.beta}
+
+
+@keras.saving.register_keras_serializable(package="lns_keras")
+@_register_alias("magnitude_aware_sign")
+class MagnitudeAwareSign(Quantizer):
+    r"""Sign scaled by the mean magnitude per output channel (Bi-Real Net, §3.3).
+
+    $$q(x) = \operatorname{mean}(|x|) \cdot \operatorname{sign}(x)$$
+
+    The mean is taken over every axis but the last and is held constant in the backward
+    pass, which is the straight-through estimator clipped at `clip_value`.
+
+    Args:
+        clip_value: Gradient clipping threshold; `None` passes every gradient.
+        **kwargs: Passed to `keras.layers.Layer`.
+
+    Raises:
+        ValueError: If `clip_value` is not positive.
+    """
+
+    precision = 1
+
+    def __init__(self, clip_value: float | None = 1.0, **kwargs):
+        _check_clip_value(clip_value)
+        super().__init__(**kwargs)
+        self.clip_value = clip_value
+
+    def call(self, inputs):
+        axes = tuple(range(len(inputs.shape) - 1))
+        scale = ops.stop_gradient(ops.mean(ops.abs(inputs), axis=axes))
+        return scale * ste_sign(inputs, clip_value=self.clip_value)
+
+    def get_config(self):
+        return {**super().get_config(), "clip_value": self.clip_value}
+
+
+@keras.saving.register_keras_serializable(package="lns_keras")
+@_register_alias("ste_tern")
+class SteTern(Quantizer):
+    r"""Ternary quantizer with the straight-through estimator.
+
+    $$q(x) = \begin{cases} +1 & x > \Delta \\ 0 & |x| < \Delta \\ -1 & x < -\Delta
+    \end{cases}$$
+
+    with $\Delta$ = `threshold_value`, or $\Delta = 0.7\,\operatorname{mean}|x|$ when
+    `ternary_weight_networks=True` (Li et al., *Ternary Weight Networks*, 2016).
+
+    Args:
+        threshold_value: The threshold $\Delta$; must be non-negative.
+        ternary_weight_networks: Compute $\Delta$ from the input.
+        clip_value: Gradient clipping threshold; `None` passes every gradient.
+        **kwargs: Passed to `keras.layers.Layer`.
+
+    Raises:
+        ValueError: If `threshold_value` is negative or `clip_value` is not positive.
+    """
+
+    precision = 2
+
+    def __init__(
+        self,
+        threshold_value: float = 0.05,
+        ternary_weight_networks: bool = False,
+        clip_value: float | None = 1.0,
+        **kwargs,
+    ):
+        if not threshold_value >= 0:
+            raise ValueError(
+                f"`threshold_value` must be non-negative, got threshold_value={threshold_value!r}."
+            )
+        _check_clip_value(clip_value)
+        super().__init__(**kwargs)
+        self.threshold_value = threshold_value
+        self.ternary_weight_networks = ternary_weight_networks
+        self.clip_value = clip_value
+
+    def call(self, inputs):
+        return ste_tern(
+            inputs,
+            threshold_value=self.threshold_value,
+            ternary_weight_networks=self.ternary_weight_networks,
+            clip_value=self.clip_value,
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "threshold_value": self.threshold_value,
+            "ternary_weight_networks": self.ternary_weight_networks,
+            "clip_value": self.clip_value,
+        }
+
+
+@keras.saving.register_keras_serializable(package="lns_keras")
+@_register_alias("dorefa_quantizer")
+class DoReFa(Quantizer):
+    r"""k-bit quantizer of DoReFa-Net (Zhou et al., 2016), §2.3.
+
+    With $n = 2^k - 1$, `mode="activations"` clips to $[0, 1]$ and rounds,
+    $q(x) = \operatorname{round}(n \cdot \operatorname{clip}(x, 0, 1)) / n$;
+    `mode="weights"` maps $w \mapsto \tanh(w) / (2 \max|\tanh(w)|) + 1/2$, quantizes, and
+    rescales to $[-1, 1]$ by $2q - 1$. The rounding passes the gradient straight through.
+
+    Args:
+        k_bit: Number of bits, at least 1.
+        mode: `"activations"` or `"weights"`.
+        **kwargs: Passed to `keras.layers.Layer`.
+
+    Raises:
+        ValueError: If `k_bit` < 1 or `mode` is not one of the two.
+    """
+
+    def __init__(self, k_bit: int = 2, mode: str = "activations", **kwargs):
+        if not isinstance(k_bit, int) or k_bit < 1:
+            raise ValueError(f"`k_bit` must be an integer >= 1, got k_bit={k_bit!r}.")
+        if mode not in ("activations", "weights"):
+            raise ValueError(f"`mode` must be 'activations' or 'weights', got mode={mode!r}.")
+        super().__init__(**kwargs)
+        self.precision = k_bit
+        self.mode = mode
+
+    def _weight_preprocess(self, inputs):
+        limited = ops.tanh(inputs)
+        # The max is a constant for the gradient, as in larq (the x / x pitfall).
+        dividend = ops.stop_gradient(ops.max(ops.abs(limited)))
+        safe = ops.where(ops.equal(dividend, 0.0), ops.ones_like(dividend), dividend)
+        normed = ops.where(ops.equal(dividend, 0.0), ops.zeros_like(limited), limited / (2.0 * safe))
+        return normed + 0.5
+
+    def call(self, inputs):
+        if self.mode == "activations":
+            inputs = ops.clip(inputs, 0.0, 1.0)
+        else:
+            inputs = self._weight_preprocess(inputs)
+        n = 2**self.precision - 1
+
+        @ops.custom_gradient
+        def _round(x):
+            def grad(*args, upstream=None):
+                return _upstream(args, upstream)
+
+            return ops.round(x * n) / n, grad
+
+        outputs = _round(inputs)
+        if self.mode == "weights":
+            outputs = 2.0 * outputs - 1.0
+        return outputs
+
+    def get_config(self):
+        return {**super().get_config(), "k_bit": self.precision, "mode": self.mode}
+
+
+def serialize(quantizer: Quantizer | Callable | None) -> dict | str | None:
+    """Serialize a quantizer to a Keras config.
+
+    Args:
+        quantizer: A quantizer object, a registered function, or `None`.
+
+    Returns:
+        The Keras serialization of `quantizer`, or `None`.
+    """
+    if quantizer is None:
+        return None
+    return keras.saving.serialize_keras_object(quantizer)
+
+
+def deserialize(config: dict | str, custom_objects: dict | None = None) -> Quantizer | Callable:
+    """Build a quantizer from its Keras config or name.
+
+    Args:
+        config: A config produced by [`serialize`][lns_keras.quantizers.serialize] or an
+            alias such as `"ste_sign"`.
+        custom_objects: Extra classes or functions to look up by name.
+
+    Returns:
+        The quantizer.
+
+    Raises:
+        ValueError: If the name is unknown.
+    """
+    if isinstance(config, str):
+        return get(config)
+    return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
+
+
+def get(identifier: Any) -> Quantizer | Callable | None:
+    """Resolve a quantizer from a name, a config, a callable or `None`.
+
+    Args:
+        identifier: An alias (`"ste_sign"`, `"approx_sign"`, `"swish_sign"`,
+            `"ste_heaviside"`, `"ste_tern"`, `"magnitude_aware_sign"`,
+            `"dorefa_quantizer"`, `"noop"`), a class name (`"SteSign"`), a serialized
+            config, a callable or `None`.
+
+    Returns:
+        A quantizer object (or the callable as given), or `None`.
+
+    Raises:
+        ValueError: If `identifier` is an unknown name or cannot be interpreted.
+    """
+    if identifier is None:
+        return None
+    if isinstance(identifier, str):
+        cls = _ALIASES.get(identifier) or {c.__name__: c for c in _ALIASES.values()}.get(identifier)
+        if cls is None:
+            raise ValueError(
+                f"Unknown quantizer {identifier!r}. Known names: {sorted(_ALIASES)}."
+            )
+        return cls()
+    if isinstance(identifier, dict):
+        return deserialize(identifier)
+    if callable(identifier):
+        return identifier
+    raise ValueError(f"Could not interpret quantizer identifier {identifier!r}.")

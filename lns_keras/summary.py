@@ -1,0 +1,243 @@
+"""Model statistics for binary networks: 1-bit and 32-bit parameters, memory, MACs, FLOPs.
+
+FLOPs are counted as in the LNS paper (§4.3, after Bi-Real Net): real-valued
+multiply-accumulates plus 1/64 of the binary ones, since a 64-bit CPU computes 64 binary
+products with one XNOR and one popcount. Only convolutions and dense layers are counted;
+batch normalization, activations and additions are left out, as in the paper's tables.
+A parameter is 1-bit when it is the kernel of a layer whose `kernel_quantizer` has
+precision 1; every other weight (biases, batch normalization, mapping networks) is 32-bit.
+A layer's multiply-accumulates are binary when both its input and kernel quantizers are
+1-bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+
+__all__ = ["LayerStats", "ModelStats", "model_stats", "summary"]
+
+BINARY_OPS_PER_FLOP = 64  # paper §4.3
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerStats:
+    """Statistics of one layer.
+
+    Attributes:
+        name: The layer's name.
+        layer_type: Its class name.
+        output_shape: Its output shape (batch axis `None`).
+        params_1bit: Number of 1-bit parameters.
+        params_32bit: Number of 32-bit parameters.
+        binary_macs: Binary multiply-accumulates per example.
+        float_macs: Real-valued multiply-accumulates per example.
+    """
+
+    name: str
+    layer_type: str
+    output_shape: tuple
+    params_1bit: int
+    params_32bit: int
+    binary_macs: int
+    float_macs: int
+
+    @property
+    def memory_mbit(self) -> float:
+        """Memory of the parameters in Mbit (10^6 bits)."""
+        return (self.params_1bit + 32 * self.params_32bit) / 1e6
+
+    @property
+    def flops(self) -> float:
+        """Real MACs plus 1/64 of the binary ones (paper §4.3)."""
+        return self.float_macs + self.binary_macs / BINARY_OPS_PER_FLOP
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelStats:
+    """Statistics of a model: totals and a `LayerStats` per layer.
+
+    Attributes:
+        layers: One [`LayerStats`][lns_keras.summary.LayerStats] per layer, in order.
+    """
+
+    layers: tuple[LayerStats, ...]
+
+    @property
+    def params_1bit(self) -> int:
+        """Total 1-bit parameters."""
+        return sum(s.params_1bit for s in self.layers)
+
+    @property
+    def params_32bit(self) -> int:
+        """Total 32-bit parameters."""
+        return sum(s.params_32bit for s in self.layers)
+
+    @property
+    def memory_mbit(self) -> float:
+        """Total memory of the parameters in Mbit (10^6 bits)."""
+        return (self.params_1bit + 32 * self.params_32bit) / 1e6
+
+    @property
+    def binary_macs(self) -> int:
+        """Total binary multiply-accumulates per example."""
+        return sum(s.binary_macs for s in self.layers)
+
+    @property
+    def float_macs(self) -> int:
+        """Total real-valued multiply-accumulates per example."""
+        return sum(s.float_macs for s in self.layers)
+
+    @property
+    def flops(self) -> float:
+        """Real MACs plus 1/64 of the binary ones (paper §4.3)."""
+        return self.float_macs + self.binary_macs / BINARY_OPS_PER_FLOP
+
+
+def _precision(quantizer) -> int:
+    return getattr(quantizer, "precision", None) or 32
+
+
+def _layer_stats(layer) -> LayerStats:
+    from lns_keras.layers.quantized import QuantConv2D, QuantDense
+
+    kernel_quantizer = getattr(layer, "kernel_quantizer", None)
+    input_quantizer = getattr(layer, "input_quantizer", None)
+    binary_kernel = isinstance(layer, QuantConv2D | QuantDense) and _precision(kernel_quantizer) == 1
+    binary_ops = binary_kernel and _precision(input_quantizer) == 1
+
+    n_weights = sum(math.prod(w.shape) for w in layer.weights)
+    params_1bit = math.prod(layer.kernel.shape) if binary_kernel else 0
+    output_shape = tuple(layer.output.shape) if _has_output(layer) else ()
+
+    macs = 0
+    if isinstance(layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D | keras.layers.Dense):
+        # A kernel element is used once per output position, grouped or not.
+        if isinstance(layer, keras.layers.Dense):
+            positions = math.prod(output_shape[1:-1])
+        elif layer.data_format == "channels_last":
+            positions = math.prod(output_shape[1:3])
+        else:
+            positions = math.prod(output_shape[2:4])
+        macs = math.prod(layer.kernel.shape) * positions
+    return LayerStats(
+        name=layer.name,
+        layer_type=type(layer).__name__,
+        output_shape=output_shape,
+        params_1bit=params_1bit,
+        params_32bit=n_weights - params_1bit,
+        binary_macs=macs if binary_ops else 0,
+        float_macs=0 if binary_ops else macs,
+    )
+
+
+def _has_output(layer) -> bool:
+    try:
+        layer.output  # noqa: B018
+    except (AttributeError, ValueError):
+        return False
+    return True
+
+
+def _flatten(model) -> list:
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            layers.extend(_flatten(layer))
+        elif not isinstance(layer, keras.layers.InputLayer):
+            layers.append(layer)
+    return layers
+
+
+def model_stats(model: keras.Model) -> ModelStats:
+    """Count the parameters, memory, MACs and FLOPs of a built model.
+
+    Args:
+        model: A built Keras model (functional or Sequential with a known input shape).
+
+    Returns:
+        A [`ModelStats`][lns_keras.summary.ModelStats] with totals and per-layer entries.
+
+    Raises:
+        ValueError: If `model` is not built.
+
+    Example:
+        ```python
+        stats = lns_keras.model_stats(model)
+        print(stats.memory_mbit, stats.flops)
+        ```
+    """
+    if not model.built:
+        raise ValueError(f"`model` must be built to count its parameters, got unbuilt {model.name!r}.")
+    return ModelStats(layers=tuple(_layer_stats(layer) for layer in _flatten(model)))
+
+
+def _fmt(value: float) -> str:
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.2f}"
+    return f"{int(value):,}"
+
+
+def summary(model: keras.Model, print_fn=print) -> ModelStats:
+    """Print a per-layer table of 1-bit/32-bit parameters, memory and MACs, then totals.
+
+    The layout follows larq's `lq.models.summary`.
+
+    Args:
+        model: A built Keras model.
+        print_fn: Where each line goes (default `print`).
+
+    Returns:
+        The [`ModelStats`][lns_keras.summary.ModelStats] printed.
+
+    Raises:
+        ValueError: If `model` is not built.
+
+    Example:
+        ```python
+        lns_keras.summary(model)
+        ```
+    """
+    stats = model_stats(model)
+    header = ("Layer", "Outputs", "# 1-bit", "# 32-bit", "Mem (Mbit)", "1-bit MACs", "32-bit MACs")
+    rows = [
+        (
+            f"{s.name} ({s.layer_type})",
+            str(s.output_shape),
+            _fmt(s.params_1bit),
+            _fmt(s.params_32bit),
+            f"{s.memory_mbit:.4f}",
+            _fmt(s.binary_macs),
+            _fmt(s.float_macs),
+        )
+        for s in stats.layers
+    ]
+    total = (
+        "Total",
+        "",
+        _fmt(stats.params_1bit),
+        _fmt(stats.params_32bit),
+        f"{stats.memory_mbit:.4f}",
+        _fmt(stats.binary_macs),
+        _fmt(stats.float_macs),
+    )
+    widths = [max(len(r[i]) for r in [header, *rows, total]) for i in range(len(header))]
+
+    def line(row):
+        return " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+
+    rule = "-+-".join("-" * w for w in widths)
+    print_fn(f"Model: {model.name}")
+    print_fn(line(header))
+    print_fn(rule)
+    for row in rows:
+        print_fn(line(row))
+    print_fn(rule)
+    print_fn(line(total))
+    print_fn(
+        f"Memory: {stats.memory_mbit:.2f} Mbit ({stats.memory_mbit / 8:.2f} MB) | "
+        f"FLOPs (32-bit MACs + 1-bit MACs / 64): {stats.flops / 1e6:.2f} M"
+    )
+    return stats
