@@ -1,0 +1,285 @@
+"""Quantizers: larq 0.14 as the oracle for values and pseudo-gradients, the registry, errors.
+
+larq imports only under Keras 2, so it runs once per session in a subprocess with
+`TF_USE_LEGACY_KERAS=1`; inputs, quantizer specs and results travel through `.npz` files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lns_keras import constraints, quantizers
+
+# A quantizer spec is `{"alias": name}` (resolved by name on both sides) or
+# `{"class": name, "kwargs": {...}}` (constructed from the class of the same name).
+# Every registered alias is an oracle case, so a new quantizer is tested the day it is
+# registered; the extra cases exercise non-default arguments.
+_KERNEL_SHAPE = (3, 3, 4, 8)
+_MATRIX_SHAPE = (6, 10)
+
+ORACLE_CASES = {
+    **{alias: ({"alias": alias}, _MATRIX_SHAPE) for alias in sorted(quantizers._ALIASES)},
+    "magnitude_aware_sign_4d": ({"alias": "magnitude_aware_sign"}, _KERNEL_SHAPE),
+    "SteSign(clip_value=0.5)": ({"class": "SteSign", "kwargs": {"clip_value": 0.5}}, _MATRIX_SHAPE),
+    "SteSign(clip_value=None)": (
+        {"class": "SteSign", "kwargs": {"clip_value": None}},
+        _MATRIX_SHAPE,
+    ),
+    "SteHeaviside(clip_value=2.0)": (
+        {"class": "SteHeaviside", "kwargs": {"clip_value": 2.0}},
+        _MATRIX_SHAPE,
+    ),
+    "SwishSign(beta=2.0)": ({"class": "SwishSign", "kwargs": {"beta": 2.0}}, _MATRIX_SHAPE),
+    "SteTern(ternary_weight_networks=True)": (
+        {"class": "SteTern", "kwargs": {"ternary_weight_networks": True}},
+        _KERNEL_SHAPE,
+    ),
+    "SteTern(threshold_value=0.2)": (
+        {"class": "SteTern", "kwargs": {"threshold_value": 0.2}},
+        _MATRIX_SHAPE,
+    ),
+    "DoReFa(k_bit=3, mode=weights)": (
+        {"class": "DoReFa", "kwargs": {"k_bit": 3, "mode": "weights"}},
+        _KERNEL_SHAPE,
+    ),
+    "DoReFa(k_bit=1)": ({"class": "DoReFa", "kwargs": {"k_bit": 1}}, _MATRIX_SHAPE),
+    "MagnitudeAwareSign(clip_value=0.5)": (
+        {"class": "MagnitudeAwareSign", "kwargs": {"clip_value": 0.5}},
+        _KERNEL_SHAPE,
+    ),
+    "NoOp(precision=1)": ({"class": "NoOp", "kwargs": {"precision": 1}}, _MATRIX_SHAPE),
+}
+
+# Values that sit on the edges of the quantizers: zero, the clip bounds, the default
+# ternary threshold, and values beyond the clip bounds.
+_SPECIAL_VALUES = np.array([0.0, 0.0, 1.0, -1.0, 0.05, -0.05, 0.5, -0.5, 1.5, -1.5, 3.0, -3.0])
+
+
+def _inputs(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A random tensor holding every special value, and a random upstream gradient."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=1.5, size=shape).ravel()
+    positions = rng.choice(x.size, size=_SPECIAL_VALUES.size, replace=False)
+    x[positions] = _SPECIAL_VALUES
+    dy = rng.normal(size=shape)
+    return x.reshape(shape).astype(np.float32), dy.astype(np.float32)
+
+
+def _larq_script() -> str:
+    return textwrap.dedent(
+        """
+        import json, sys
+        import numpy as np
+        import tensorflow as tf
+        import larq as lq
+
+        folder = sys.argv[1]
+        specs = json.load(open(f"{folder}/specs.json"))
+        data = np.load(f"{folder}/inputs.npz")
+        results = {}
+        for i, (name, spec) in enumerate(specs.items()):
+            if spec.get("alias") == "noop":
+                quantizer = lq.quantizers.NoOp(precision=None)  # larq's NoOp has no default
+            elif "alias" in spec:
+                quantizer = lq.quantizers.get(spec["alias"])
+            else:
+                quantizer = getattr(lq.quantizers, spec["class"])(**spec["kwargs"])
+            x = tf.constant(data[f"x{i}"])
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = quantizer(x)
+            grad = tape.gradient(y, x, output_gradients=tf.constant(data[f"dy{i}"]))
+            results[f"y{i}"] = y.numpy()
+            results[f"grad{i}"] = grad.numpy()
+        np.savez(f"{folder}/results.npz", **results)
+        """
+    )
+
+
+@pytest.fixture(scope="session")
+def larq_results(tmp_path_factory) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """larq's forward values and gradients for every case in `ORACLE_CASES`."""
+    folder = tmp_path_factory.mktemp("larq_oracle")
+    specs = {name: spec for name, (spec, _) in ORACLE_CASES.items()}
+    arrays = {}
+    for i, (_, shape) in enumerate(ORACLE_CASES.values()):
+        arrays[f"x{i}"], arrays[f"dy{i}"] = _inputs(shape, seed=i)
+    (folder / "specs.json").write_text(json.dumps(specs))
+    np.savez(folder / "inputs.npz", **arrays)
+    (folder / "oracle.py").write_text(_larq_script())
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    run = subprocess.run(
+        [sys.executable, str(folder / "oracle.py"), str(folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if run.returncode != 0:
+        # CI has larq installed: a missing or broken oracle is a failure, never a skip.
+        pytest.fail(f"The larq oracle subprocess failed:\n{run.stderr[-4000:]}")
+    results = np.load(folder / "results.npz")
+    return {
+        name: (arrays[f"x{i}"], arrays[f"dy{i}"], results[f"y{i}"], results[f"grad{i}"])
+        for i, name in enumerate(ORACLE_CASES)
+    }
+
+
+def _build(spec: dict):
+    if "alias" in spec:
+        return quantizers.get(spec["alias"])
+    return getattr(quantizers, spec["class"])(**spec["kwargs"])
+
+
+def _forward_and_gradient(quantizer, x: np.ndarray, dy: np.ndarray):
+    x = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = quantizer(x)
+    grad = tape.gradient(y, x, output_gradients=tf.constant(dy))
+    return keras.ops.convert_to_numpy(y), keras.ops.convert_to_numpy(grad)
+
+
+def test_every_alias_is_an_oracle_case():
+    aliases = {spec["alias"] for spec, _ in ORACLE_CASES.values() if "alias" in spec}
+    assert aliases == set(quantizers._ALIASES)
+    assert len(quantizers._ALIASES) >= 8
+
+
+@pytest.mark.parametrize("case", list(ORACLE_CASES))
+def test_matches_larq(case, larq_results):
+    spec, _ = ORACLE_CASES[case]
+    x, dy, larq_y, larq_grad = larq_results[case]
+    y, grad = _forward_and_gradient(_build(spec), x, dy)
+    assert y.shape == x.shape and grad.shape == x.shape
+    np.testing.assert_allclose(y, larq_y, rtol=0, atol=1e-6, err_msg="forward")
+    np.testing.assert_allclose(grad, larq_grad, rtol=0, atol=1e-6, err_msg="gradient")
+
+
+def test_oracle_inputs_hit_the_edges():
+    x, _ = _inputs(_MATRIX_SHAPE, seed=0)
+    assert np.sum(x == 0) >= 2
+    for value in (1.5, -1.5, 3.0, -3.0):
+        assert np.any(x == np.float32(value))
+
+
+@pytest.mark.parametrize("alias", ["ste_sign", "approx_sign", "swish_sign", "magnitude_aware_sign"])
+def test_sign_of_zero_is_plus_one(alias):
+    y = keras.ops.convert_to_numpy(quantizers.get(alias)(tf.zeros((2, 3))))
+    assert y.shape == (2, 3)
+    if alias == "magnitude_aware_sign":  # scaled by mean |x| = 0 per channel
+        assert np.all(y == 0)
+    else:
+        np.testing.assert_array_equal(y, np.ones((2, 3)))
+
+
+def test_sign_function_of_zero_is_plus_one():
+    y = keras.ops.convert_to_numpy(quantizers.sign(tf.constant([-2.0, -0.0, 0.0, 0.3])))
+    np.testing.assert_array_equal(y, [-1.0, 1.0, 1.0, 1.0])
+
+
+def test_ste_heaviside_of_zero_is_zero():
+    y = keras.ops.convert_to_numpy(quantizers.get("ste_heaviside")(tf.constant([-1.0, 0.0, 0.5])))
+    np.testing.assert_array_equal(y, [0.0, 0.0, 1.0])
+
+
+@pytest.mark.parametrize("alias", sorted(quantizers._ALIASES))
+def test_alias_and_class_name_resolve_to_the_same_class(alias):
+    cls = quantizers._ALIASES[alias]
+    by_alias = quantizers.get(alias)
+    by_class_name = quantizers.get(cls.__name__)
+    assert type(by_alias) is cls
+    assert type(by_class_name) is cls
+    assert isinstance(by_alias, quantizers.Quantizer)
+
+
+def test_noop_alias_has_unknown_precision():
+    assert quantizers.get("noop").precision is None
+
+
+def test_precisions():
+    assert quantizers.get("ste_sign").precision == 1
+    assert quantizers.get("ste_tern").precision == 2
+    assert quantizers.DoReFa(k_bit=3).precision == 3
+
+
+def test_get_none_and_callable():
+    assert quantizers.get(None) is None
+
+    def my_quantizer(x):
+        return x
+
+    assert quantizers.get(my_quantizer) is my_quantizer
+    obj = quantizers.SteSign(clip_value=0.3)
+    assert quantizers.get(obj) is obj
+
+
+def test_get_config_dict_round_trip():
+    original = quantizers.SteTern(threshold_value=0.1, ternary_weight_networks=True)
+    restored = quantizers.get(quantizers.serialize(original))
+    assert type(restored) is quantizers.SteTern
+    assert restored.threshold_value == 0.1
+    assert restored.ternary_weight_networks is True
+    assert quantizers.serialize(None) is None
+    assert type(quantizers.deserialize("ste_sign")) is quantizers.SteSign
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(ValueError, match="nonexistent_sign") as error:
+        quantizers.get("nonexistent_sign")
+    for alias in quantizers._ALIASES:
+        assert alias in str(error.value)
+
+
+def test_uninterpretable_identifier():
+    with pytest.raises(ValueError, match="42"):
+        quantizers.get(42)
+
+
+@pytest.mark.parametrize(
+    "make, argument",
+    [
+        (lambda: quantizers.SteSign(clip_value=-1.0), "clip_value"),
+        (lambda: quantizers.SteSign(clip_value=0.0), "clip_value"),
+        (lambda: quantizers.SteHeaviside(clip_value=-0.5), "clip_value"),
+        (lambda: quantizers.MagnitudeAwareSign(clip_value=-1.0), "clip_value"),
+        (lambda: quantizers.SteTern(clip_value=-1.0), "clip_value"),
+        (lambda: quantizers.SteTern(threshold_value=-0.1), "threshold_value"),
+        (lambda: quantizers.DoReFa(k_bit=0), "k_bit"),
+        (lambda: quantizers.DoReFa(mode="bias"), "mode"),
+        (lambda: quantizers.SwishSign(beta=0.0), "beta"),
+        (lambda: quantizers.SwishSign(beta=-2.0), "beta"),
+        (lambda: quantizers.NoOp(precision=0), "precision"),
+        (lambda: constraints.WeightClip(-1), "clip_value"),
+        (lambda: constraints.WeightClip(0), "clip_value"),
+    ],
+)
+def test_invalid_argument_is_named(make, argument):
+    with pytest.raises(ValueError, match=f"`{argument}`"):
+        make()
+
+
+def test_forward_graph_is_a_bare_sign():
+    """The forward pass holds `sign(sign(x) + 0.1)` and no `x + stop_gradient(...)` trick."""
+    quantizer = quantizers.SteSign()
+    function = tf.function(lambda x: quantizer(x))
+    graph = function.get_concrete_function(tf.TensorSpec((2, 5), tf.float32)).graph
+    op_types = [op.type for op in graph.get_operations()]
+    assert op_types.count("Sign") == 2
+    assert "StopGradient" not in op_types
+    # The one addition is the `+ 0.1` inside `sign`, between the two Sign ops.
+    add_ops = [op for op in graph.get_operations() if op.type in ("AddV2", "Add")]
+    assert len(add_ops) == 1
+    assert {t.op.type for t in add_ops[0].inputs} == {"Sign", "Const"}
+    assert not {"Sub", "Identity"} & {
+        t.op.type for op in graph.get_operations() if op.type == "Sign" for t in op.inputs
+    }
