@@ -1,0 +1,124 @@
+"""Networks without shortcuts: the binary AlexNet for ImageNet and a small Fashion-MNIST net.
+
+AlexNet is the variant that BNN papers binarize (XNOR-Net, DoReFa-Net; the LNS paper's
+Table 5): convolutions 96-11×11/4, 256-5×5, 384-3×3, 384-3×3, 256-3×3, the second,
+fourth and fifth in two groups as Krizhevsky et al.'s two towers (and DoReFa-Net's
+`split=2`), each followed by batch normalization, max pooling 3×3/2 after the first,
+second and fifth; dense 4096, 4096 with batch normalization, then the classifier. With
+224×224 inputs and `same` padding the last pooling gives 6×6×256 features, as the
+original's 227×227. In the BNN the first conv and the last dense stay full precision;
+every other conv and both hidden dense layers are binary. Float mode has ReLU after
+every batch normalization.
+
+The groups make the parameter counts those of the paper's Table 5, whose "Mbit" are
+2^20 bits: float 60.99 M parameters = 1861 Mbit (paper: 1860), the baseline BNN
+181.5 Mbit (paper: 180 for DoReFa-Net, whose AlexNet has biases instead of batch
+normalization).
+
+The Fashion-MNIST net is a quick demonstration network for 28×28×1 inputs: a
+full-precision 3×3 conv with 32 channels, then binary 3×3 convs with 64 and 128 channels,
+each followed by batch normalization and 2×2 max pooling, and a full-precision dense
+classifier on the flattened 3×3×128 features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+
+from apps.models.modes import FLOAT, activation, batch_norm, build_model, classifier, conv, dense
+
+__all__ = ["alexnet", "fashion_net"]
+
+
+def _conv_bn(x, mode: str, filters: int, kernel_size: int, name: str, *, strides=1, groups=1):
+    x = conv(mode, filters, kernel_size, strides=strides, groups=groups, name=name)(x)
+    x = batch_norm(name=f"{name}_bn")(x)
+    return activation(mode, name=f"{name}_relu")(x)
+
+
+def _alexnet_body(inputs, num_classes: int, mode: str):
+    def max_pool(x, name):
+        return keras.layers.MaxPooling2D(3, strides=2, name=name)(x)
+
+    x = _conv_bn(inputs, FLOAT, 96, 11, "conv1", strides=4)  # first conv: full precision
+    x = max_pool(x, "pool1")
+    x = _conv_bn(x, mode, 256, 5, "conv2", groups=2)
+    x = max_pool(x, "pool2")
+    x = _conv_bn(x, mode, 384, 3, "conv3")
+    x = _conv_bn(x, mode, 384, 3, "conv4", groups=2)
+    x = _conv_bn(x, mode, 256, 3, "conv5", groups=2)
+    x = max_pool(x, "pool5")
+    x = keras.layers.Flatten(name="flatten")(x)
+    for i in (6, 7):
+        x = dense(mode, 4096, name=f"fc{i}")(x)
+        x = batch_norm(name=f"fc{i}_bn")(x)
+        x = activation(mode, name=f"fc{i}_relu")(x)
+    return classifier(x, num_classes)
+
+
+def alexnet(
+    input_shape: Sequence[int], num_classes: int, mode: str = "float", **lns_kwargs: Any
+) -> keras.Model:
+    """AlexNet for ImageNet as binarized by XNOR-Net and DoReFa-Net (LNS paper, Table 5).
+
+    Args:
+        input_shape: `(height, width, channels)`, `(224, 224, 3)` for ImageNet (at least
+            about 64×64 for the three poolings).
+        num_classes: Number of classes.
+        mode: `"float"`, `"bnn"` (the paper's baseline) or `"lns"` (see
+            [`apps.models.modes`][apps.models.modes]).
+        **lns_kwargs: With `mode="lns"`, passed to
+            [`to_lns`][lns_keras.convert.to_lns] (`alpha`, `rho`, ...).
+
+    Returns:
+        An uncompiled model with softmax outputs.
+
+    Raises:
+        ValueError: For an unknown `mode`, a bad `input_shape` or `num_classes`, or LNS
+            arguments without `mode="lns"`.
+
+    Example:
+        ```python
+        baseline = alexnet((224, 224, 3), 1000, mode="bnn")
+        ```
+    """
+    return build_model(_alexnet_body, "alexnet", input_shape, num_classes, mode, lns_kwargs)
+
+
+def _fashion_net_body(inputs, num_classes: int, mode: str):
+    x = inputs
+    for i, (filters, layer_mode) in enumerate(((32, FLOAT), (64, mode), (128, mode)), start=1):
+        x = _conv_bn(x, layer_mode, filters, 3, f"conv{i}")  # conv1: full precision
+        x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    return classifier(x, num_classes)
+
+
+def fashion_net(
+    input_shape: Sequence[int], num_classes: int, mode: str = "float", **lns_kwargs: Any
+) -> keras.Model:
+    """A small, fast network for Fashion-MNIST (28×28×1), for demonstrations and tests.
+
+    Args:
+        input_shape: `(height, width, channels)`, `(28, 28, 1)` for Fashion-MNIST.
+        num_classes: Number of classes.
+        mode: `"float"`, `"bnn"` or `"lns"` (see [`apps.models.modes`][apps.models.modes]).
+        **lns_kwargs: With `mode="lns"`, passed to
+            [`to_lns`][lns_keras.convert.to_lns] (`alpha`, `rho`, ...).
+
+    Returns:
+        An uncompiled model with softmax outputs.
+
+    Raises:
+        ValueError: For an unknown `mode`, a bad `input_shape` or `num_classes`, or LNS
+            arguments without `mode="lns"`.
+
+    Example:
+        ```python
+        model = fashion_net((28, 28, 1), 10, mode="bnn")
+        ```
+    """
+    return build_model(_fashion_net_body, "fashion_net", input_shape, num_classes, mode, lns_kwargs)
