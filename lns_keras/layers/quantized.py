@@ -77,6 +77,15 @@ class _QuantizedMixin:
             "kernel_scale": self.kernel_scale,
         }
 
+    # Keras's Conv and Dense save only `kernel` and `bias`; a subclass's own variables
+    # (an LNS layer's frozen labels) must be saved too, so use the generic Layer form.
+    # For a plain layer the order (kernel, bias) is the same as Keras's.
+    def save_own_variables(self, store):
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
     def _finish(self, outputs):
         if self.kernel_scale is not None:
             outputs = outputs * kernel_scale_factor(self.kernel, self.kernel_scale)
@@ -132,7 +141,11 @@ class QuantConv2D(_QuantizedMixin, keras.layers.Conv2D):
         **kwargs,
     ):
         super().__init__(
-            filters, kernel_size, *args, kernel_constraint=constraints.get(kernel_constraint), **kwargs
+            filters,
+            kernel_size,
+            *args,
+            kernel_constraint=constraints.get(kernel_constraint),
+            **kwargs,
         )
         self._init_quantization(input_quantizer, kernel_quantizer, kernel_scale)
 
@@ -195,7 +208,9 @@ class QuantDense(_QuantizedMixin, keras.layers.Dense):
         kernel_scale: str | None = None,
         **kwargs,
     ):
-        super().__init__(units, *args, kernel_constraint=constraints.get(kernel_constraint), **kwargs)
+        super().__init__(
+            units, *args, kernel_constraint=constraints.get(kernel_constraint), **kwargs
+        )
         self._init_quantization(input_quantizer, kernel_quantizer, kernel_scale)
 
     def call(self, inputs, training=None):
