@@ -226,7 +226,7 @@ def summary(model: keras.Model, print_fn=print) -> ModelStats:
     widths = [max(len(r[i]) for r in [header, *rows, total]) for i in range(len(header))]
 
     def line(row):
-        return " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+        return " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
 
     rule = "-+-".join("-" * w for w in widths)
     print_fn(f"Model: {model.name}")

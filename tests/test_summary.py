@@ -1,0 +1,199 @@
+"""model_stats / summary: parameter, memory, MAC and FLOP counts worked out by hand.
+
+Conventions (lns_keras/summary.py): a kernel is 1-bit when its `kernel_quantizer` has
+precision 1; every other weight (biases, batch normalization, float layers) is 32-bit;
+a layer's MACs are binary only when its input and kernel quantizers both have precision 1;
+MACs = kernel size x output positions, per example; FLOPs = float MACs + binary MACs / 64.
+"""
+
+from __future__ import annotations
+
+import keras
+import pytest
+
+import lns_keras
+
+BINARY = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign"}
+
+
+def _binary_conv_model(use_bias: bool) -> keras.Model:
+    inputs = keras.Input((8, 8, 3))
+    outputs = lns_keras.QuantConv2D(4, 3, use_bias=use_bias, name="bconv", **BINARY)(inputs)
+    return keras.Model(inputs, outputs)
+
+
+def test_binary_conv_without_bias():
+    stats = lns_keras.model_stats(_binary_conv_model(use_bias=False))
+    # kernel 3*3*3*4 = 108 one-bit weights; "valid" 3x3 on 8x8 -> 6x6 = 36 positions;
+    # binary MACs = 108 * 36 = 3888; FLOPs = 3888 / 64 = 60.75.
+    assert len(stats.layers) == 1
+    layer = stats.layers[0]
+    assert layer.name == "bconv"
+    assert layer.layer_type == "QuantConv2D"
+    assert layer.output_shape == (None, 6, 6, 4)
+    assert (layer.params_1bit, layer.params_32bit) == (108, 0)
+    assert (layer.binary_macs, layer.float_macs) == (3888, 0)
+    assert layer.flops == pytest.approx(60.75)
+    assert layer.memory_mbit == pytest.approx(108 / 1e6)
+    assert (stats.params_1bit, stats.params_32bit) == (108, 0)
+    assert (stats.binary_macs, stats.float_macs) == (3888, 0)
+    assert stats.flops == pytest.approx(60.75)
+    assert stats.memory_mbit == pytest.approx(108e-6)
+
+
+def test_binary_conv_with_bias():
+    stats = lns_keras.model_stats(_binary_conv_model(use_bias=True))
+    # As above plus 4 biases, which are 32-bit: memory = (108 + 32 * 4) bits = 236 bits.
+    assert (stats.params_1bit, stats.params_32bit) == (108, 4)
+    assert stats.memory_mbit == pytest.approx(236e-6)
+    # The bias adds no multiplications.
+    assert (stats.binary_macs, stats.float_macs) == (3888, 0)
+    assert stats.flops == pytest.approx(60.75)
+
+
+def test_binary_dense():
+    inputs = keras.Input((10,))
+    outputs = lns_keras.QuantDense(5, name="bdense", **BINARY)(inputs)
+    stats = lns_keras.model_stats(keras.Model(inputs, outputs))
+    # kernel 10*5 = 50 one-bit; bias 5 32-bit; one position: 50 binary MACs.
+    assert (stats.params_1bit, stats.params_32bit) == (50, 5)
+    assert stats.memory_mbit == pytest.approx((50 + 32 * 5) / 1e6)
+    assert (stats.binary_macs, stats.float_macs) == (50, 0)
+    assert stats.flops == pytest.approx(50 / 64)
+
+
+def _mixed_model() -> keras.Model:
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = lns_keras.QuantConv2D(8, 3, padding="same", use_bias=False, name="bconv", **BINARY)(x)
+    x = keras.layers.MaxPooling2D(2, name="pool")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = lns_keras.QuantDense(16, kernel_quantizer="ste_sign", name="kdense")(x)
+    outputs = keras.layers.Dense(10, name="head")(x)
+    return keras.Model(inputs, outputs, name="mixed")
+
+
+# Per layer, by hand (8x8 input, "same" padding keeps 8x8 = 64 positions):
+#   conv   float Conv2D 3x3, 3 -> 4:  kernel 3*3*3*4 = 108, bias 4 -> 112 32-bit;
+#          float MACs 108 * 64 = 6912
+#   bn     4 channels x (gamma, beta, moving mean, moving variance) = 16 32-bit
+#   bconv  binary 3x3, 4 -> 8, no bias: 3*3*4*8 = 288 1-bit; binary MACs 288 * 64 = 18432
+#   pool   2x2 max pooling -> 4x4x8; flatten -> 128; no parameters, no MACs
+#   kdense kernel quantized only: 128*16 = 2048 1-bit, bias 16 32-bit;
+#          its input is real, so its MACs are float: 2048
+#   head   float Dense 16 -> 10: 160 + 10 = 170 32-bit; float MACs 160
+MIXED_EXPECTED = {
+    # name: (params_1bit, params_32bit, binary_macs, float_macs)
+    "conv": (0, 112, 0, 6912),
+    "bn": (0, 16, 0, 0),
+    "bconv": (288, 0, 18432, 0),
+    "pool": (0, 0, 0, 0),
+    "flatten": (0, 0, 0, 0),
+    "kdense": (2048, 16, 0, 2048),
+    "head": (0, 170, 0, 160),
+}
+
+
+def test_mixed_model_per_layer():
+    stats = lns_keras.model_stats(_mixed_model())
+    actual = {
+        s.name: (s.params_1bit, s.params_32bit, s.binary_macs, s.float_macs) for s in stats.layers
+    }
+    assert actual == MIXED_EXPECTED
+    by_name = {s.name: s for s in stats.layers}
+    assert by_name["bconv"].flops == pytest.approx(18432 / 64)  # 288
+    assert by_name["kdense"].flops == pytest.approx(2048)
+    # (2048 + 32 * 16) bits = 2560 bits
+    assert by_name["kdense"].memory_mbit == pytest.approx(2560e-6)
+    assert by_name["pool"].output_shape == (None, 4, 4, 8)
+
+
+def test_mixed_model_totals():
+    stats = lns_keras.model_stats(_mixed_model())
+    # 1-bit: 288 + 2048 = 2336; 32-bit: 112 + 16 + 16 + 170 = 314
+    assert stats.params_1bit == 2336
+    assert stats.params_32bit == 314
+    # (2336 + 32 * 314) bits = 2336 + 10048 = 12384 bits
+    assert stats.memory_mbit == pytest.approx(0.012384)
+    assert stats.binary_macs == 18432
+    # 6912 + 2048 + 160 = 9120
+    assert stats.float_macs == 9120
+    # 9120 + 18432 / 64 = 9120 + 288 = 9408
+    assert stats.flops == pytest.approx(9408)
+    # Every weight is counted exactly once.
+    assert stats.params_1bit + stats.params_32bit == _mixed_model().count_params()
+
+
+def test_non_binary_quantizers_count_as_32_bit():
+    inputs = keras.Input((6, 6, 2))
+    # Ternary kernel (precision 2) with binary input: not 1-bit, MACs not binary.
+    x = lns_keras.QuantConv2D(
+        3, 3, use_bias=False, input_quantizer="ste_sign", kernel_quantizer="ste_tern"
+    )(inputs)
+    # Binary kernel but a 2-bit DoReFa input: 1-bit weights, float MACs.
+    outputs = lns_keras.QuantConv2D(
+        2, 1, use_bias=False, input_quantizer="dorefa_quantizer", kernel_quantizer="ste_sign"
+    )(x)
+    stats = lns_keras.model_stats(keras.Model(inputs, outputs))
+    first, second = stats.layers
+    # first: 3*3*2*3 = 54 weights, 4x4 = 16 positions -> 864 MACs
+    assert (first.params_1bit, first.params_32bit, first.binary_macs, first.float_macs) == (
+        0,
+        54,
+        0,
+        864,
+    )
+    # second: 1*1*3*2 = 6 weights, 16 positions -> 96 MACs
+    assert (second.params_1bit, second.params_32bit, second.binary_macs, second.float_macs) == (
+        6,
+        0,
+        0,
+        96,
+    )
+
+
+def test_sequential_model():
+    model = keras.Sequential(
+        [
+            keras.Input((10,)),
+            lns_keras.QuantDense(5, use_bias=False, **BINARY),
+            keras.layers.Dense(2),
+        ]
+    )
+    stats = lns_keras.model_stats(model)
+    # 10*5 = 50 1-bit, 50 binary MACs; Dense 5*2 + 2 = 12 32-bit, 10 float MACs
+    assert (stats.params_1bit, stats.params_32bit) == (50, 12)
+    assert (stats.binary_macs, stats.float_macs) == (50, 10)
+    assert stats.flops == pytest.approx(10 + 50 / 64)
+
+
+def test_unbuilt_model_is_rejected():
+    model = keras.Sequential([lns_keras.QuantDense(5)])
+    with pytest.raises(ValueError, match="built"):
+        lns_keras.model_stats(model)
+
+
+def test_summary_prints_a_table():
+    model = _mixed_model()
+    lines = []
+    stats = lns_keras.summary(model, print_fn=lines.append)
+    text = "\n".join(lines)
+    assert stats.params_1bit == 2336
+    assert lines[0] == "Model: mixed"
+    for name, layer_type in [
+        ("conv", "Conv2D"),
+        ("bn", "BatchNormalization"),
+        ("bconv", "QuantConv2D"),
+        ("pool", "MaxPooling2D"),
+        ("kdense", "QuantDense"),
+        ("head", "Dense"),
+    ]:
+        assert f"{name} ({layer_type})" in text
+    total = next(line for line in lines if line.startswith("Total"))
+    for value in ("2,336", "314", "0.0124", "18,432", "9,120"):
+        assert value in total
+    # One row per layer between the two rules.
+    rules = [i for i, line in enumerate(lines) if set(line) <= {"-", "+"}]
+    assert len(rules) == 2 and rules[1] - rules[0] - 1 == len(MIXED_EXPECTED)
+    assert "0.01 Mbit" in lines[-1] and "FLOPs" in lines[-1]
