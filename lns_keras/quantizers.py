@@ -344,8 +344,7 @@ class ApproxSign(Quantizer):
 
     Reference: Liu et al., *Bi-Real Net*, ECCV 2018.
 
-    Args:
-        **kwargs: Passed to `keras.layers.Layer`.
+    Takes the keyword arguments of `keras.layers.Layer` (`name`, `dtype`, ...).
     """
 
     precision = 1
