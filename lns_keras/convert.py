@@ -78,6 +78,7 @@ def to_lns(model: keras.Model, **lns_kwargs: Any) -> keras.Model:
     unknown = set(lns_kwargs) - {*_LNS_KEYS, "kernel_scale"}
     if unknown:
         raise ValueError(f"Unknown LNS arguments {sorted(unknown)}; known: {[*_LNS_KEYS, 'kernel_scale']}.")
+    LNSQuantDense(1, **lns_kwargs)  # validates the arguments with a clear ValueError
 
     def clone_function(layer):
         if not is_binary_layer(layer) or is_lns_layer(layer):

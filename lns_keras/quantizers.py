@@ -79,6 +79,13 @@ def _upstream(args: tuple, upstream: Any) -> Any:
     return args[0] if upstream is None else upstream
 
 
+def _as_tensor(x):
+    # tf.custom_gradient refuses a function that reads a variable: read it first.
+    if isinstance(x, keras.Variable) or hasattr(x, "read_value"):
+        return ops.copy(x)
+    return x
+
+
 def _clipped_gradient(x, dy, clip_value: float | None):
     """Straight-through gradient, zeroed where `|x| > clip_value`."""
     if clip_value is None:
@@ -133,7 +140,7 @@ def ste_sign(x, clip_value: float | None = 1.0):
 
         return sign(x), grad
 
-    return _call(x)
+    return _call(_as_tensor(x))
 
 
 def approx_sign(x):
@@ -157,7 +164,7 @@ def approx_sign(x):
 
         return sign(x), grad
 
-    return _call(x)
+    return _call(_as_tensor(x))
 
 
 def swish_sign(x, beta: float = 5.0):
@@ -182,7 +189,7 @@ def swish_sign(x, beta: float = 5.0):
 
         return sign(x), grad
 
-    return _call(x)
+    return _call(_as_tensor(x))
 
 
 def ste_tern(
@@ -219,7 +226,7 @@ def ste_tern(
 
         return ops.sign(ops.sign(x + threshold) + ops.sign(x - threshold)), grad
 
-    return _call(x)
+    return _call(_as_tensor(x))
 
 
 def ste_heaviside(x, clip_value: float | None = 1.0):
@@ -243,7 +250,7 @@ def ste_heaviside(x, clip_value: float | None = 1.0):
 
         return heaviside(x), grad
 
-    return _call(x)
+    return _call(_as_tensor(x))
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
@@ -558,7 +565,7 @@ class DoReFa(Quantizer):
 
             return ops.round(x * n) / n, grad
 
-        outputs = _round(inputs)
+        outputs = _round(_as_tensor(inputs))
         if self.mode == "weights":
             outputs = 2.0 * outputs - 1.0
         return outputs

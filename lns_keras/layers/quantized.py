@@ -45,10 +45,14 @@ def kernel_scale_factor(kernel, kernel_scale: str | None):
     """
     if kernel_scale is None:
         return None
+    # Averaged in float64: then the mean of a folded kernel, ±s everywhere, is exactly s,
+    # and a folded model predicts exactly what its LNS model predicts.
+    magnitude = ops.abs(ops.cast(kernel, "float64"))
     if kernel_scale == "layer":
-        scale = ops.mean(ops.abs(kernel))
+        scale = ops.mean(magnitude)
     else:
-        scale = ops.mean(ops.abs(kernel), axis=tuple(range(len(kernel.shape) - 1)))
+        scale = ops.mean(magnitude, axis=tuple(range(len(kernel.shape) - 1)))
+    scale = ops.cast(scale, kernel.dtype)
     return ops.stop_gradient(scale)
 
 
