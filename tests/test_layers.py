@@ -36,6 +36,7 @@ CONV_CONFIGS = [
     {"dilation_rate": 2, "padding": "same", "activation": "relu"},
     {"padding": "valid", "use_bias": True, "activation": "tanh", "data_format": "channels_last"},
     {"kernel_size": 1, "use_bias": False},
+    {"data_format": "channels_first", "strides": 2, "padding": "same"},
 ]
 
 
@@ -78,6 +79,8 @@ def test_quant_dense_without_quantizers_is_dense(config, input_shape):
 
 
 # --------------------------------------------------------------------------- quantized arithmetic
+
+BINARY = {"input_quantizer": "ste_sign", "kernel_quantizer": "ste_sign"}
 
 
 def _binary_conv_by_hand(x, kernel, bias=None, **config):
@@ -133,6 +136,22 @@ def test_binary_conv_channel_scale():
     # The per-channel scales differ, so a single scale would not do.
     layer_scaled = _binary_conv_by_hand(x, kernel) * np.mean(np.abs(kernel))
     assert not np.allclose(actual, layer_scaled, atol=1e-3)
+
+
+@pytest.mark.parametrize("kernel_scale", [None, "layer", "channel"])
+def test_binary_conv_channels_first_is_channels_last_transposed(kernel_scale):
+    x = _random((2, 6, 6, 3), scale=1.5)
+    config = {**BINARY, "kernel_scale": kernel_scale, "padding": "same"}
+    last = lns_keras.QuantConv2D(4, 3, **config)
+    first = lns_keras.QuantConv2D(4, 3, data_format="channels_first", **config)
+    last.build(x.shape)
+    first.build((2, 3, 6, 6))
+    weights = [_random(last.kernel.shape, seed=1), _random((4,), seed=2)]
+    last.set_weights(weights)
+    first.set_weights(weights)
+    expected = keras.ops.convert_to_numpy(last(x))
+    actual = keras.ops.convert_to_numpy(first(np.transpose(x, (0, 3, 1, 2))))
+    np.testing.assert_allclose(np.transpose(actual, (0, 2, 3, 1)), expected, atol=1e-5)
 
 
 def test_binary_conv_with_bias_and_activation():
@@ -367,6 +386,7 @@ def test_lce_export_has_binary_conv_and_predicts_like_keras(kernel_scale, tmp_pa
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
 
 
+@pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated:UserWarning")
 def test_float_export_has_no_lce_ops(tmp_path):
     model = _binary_model("layer")
     path = tmp_path / "float.tflite"

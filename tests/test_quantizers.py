@@ -172,14 +172,17 @@ def test_oracle_inputs_hit_the_edges():
         assert np.any(x == np.float32(value))
 
 
-@pytest.mark.parametrize("alias", ["ste_sign", "approx_sign", "swish_sign", "magnitude_aware_sign"])
+@pytest.mark.parametrize("alias", ["ste_sign", "approx_sign", "swish_sign"])
 def test_sign_of_zero_is_plus_one(alias):
-    y = keras.ops.convert_to_numpy(quantizers.get(alias)(tf.zeros((2, 3))))
-    assert y.shape == (2, 3)
-    if alias == "magnitude_aware_sign":  # scaled by mean |x| = 0 per channel
-        assert np.all(y == 0)
-    else:
-        np.testing.assert_array_equal(y, np.ones((2, 3)))
+    y = keras.ops.convert_to_numpy(quantizers.get(alias)(tf.constant([[0.0, -0.0, -1e-7, 2.0]])))
+    np.testing.assert_array_equal(y, [[1.0, 1.0, -1.0, 1.0]])
+
+
+def test_magnitude_aware_sign_of_zero_is_plus_the_scale():
+    x = tf.constant([[0.0, 2.0], [-1.0, 0.0]])
+    y = keras.ops.convert_to_numpy(quantizers.get("magnitude_aware_sign")(x))
+    # Column means of |x|: 0.5 and 1.0; sign(0) = +1.
+    np.testing.assert_array_equal(y, [[0.5, 1.0], [-0.5, 1.0]])
 
 
 def test_sign_function_of_zero_is_plus_one():
