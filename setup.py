@@ -18,6 +18,7 @@ setup(
         "keras-tuner",
         "absl-py",
         "matplotlib",
+        "tensorboard",
     ],
     extras_require={
         "dev": [

@@ -16,7 +16,7 @@ import keras
 
 from lns_keras.layers.lns import is_lns_layer
 
-__all__ = ["atomic_write_bytes", "tflite_op_names", "to_tflite"]
+__all__ = ["atomic_write_bytes", "save_model", "tflite_op_names", "to_tflite"]
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -113,3 +113,33 @@ def tflite_op_names(flatbuffer: bytes) -> list[str]:
         else:
             names.append(builtin_names[schema_util.get_builtin_code_from_operator_code(code)])
     return names
+
+
+def save_model(model: keras.Model, path: str | os.PathLike) -> str:
+    """`model.save(path)` through a temporary `.keras` file in the same folder and a rename.
+
+    Args:
+        model: The model.
+        path: Destination, ending in `.keras`.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ValueError: If `path` does not end in `.keras`.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".keras"):
+        raise ValueError(f"`path` must end in '.keras', got path={path!r}.")
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path

@@ -16,6 +16,7 @@ trained, and folding gives the same predictions.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 __all__ = ["BinarizationMapping"]
@@ -28,6 +29,10 @@ class BinarizationMapping(keras.layers.Layer):
     Args:
         width: Channel multiplier of the two hidden convolutions (2 in the paper).
         epsilon: Variance epsilon of the batch normalization over filters.
+        initialization: `"identity"` (default; with `width >= 2`): start near
+            $\hat Q \propto (W - \bar W) / \sigma_W$ per input channel, so that a converted
+            model starts close to its baseline and the warm start only has to close the
+            gap; `"glorot"`: plain random initialisation.
         **kwargs: Passed to `keras.layers.Layer`.
 
     Raises:
@@ -40,12 +45,19 @@ class BinarizationMapping(keras.layers.Layer):
         ```
     """
 
-    def __init__(self, width: int = 2, epsilon: float = 1e-3, **kwargs):
+    def __init__(
+        self, width: int = 2, epsilon: float = 1e-3, initialization: str = "identity", **kwargs
+    ):
         if not isinstance(width, int) or width < 1:
             raise ValueError(f"`mapping_width` must be a positive integer, got {width!r}.")
+        if initialization not in ("identity", "glorot"):
+            raise ValueError(
+                f"`initialization` must be 'identity' or 'glorot', got {initialization!r}."
+            )
         super().__init__(**kwargs)
         self.width = width
         self.epsilon = epsilon
+        self.initialization = initialization
 
     def build(self, kernel_shape):
         if len(kernel_shape) == 4:  # (k, k, c, n): 3x3 convolutions over k x k images
@@ -58,7 +70,7 @@ class BinarizationMapping(keras.layers.Layer):
             self.add_weight(
                 name=f"conv{i}_kernel",
                 shape=(taps, taps, c_in, c_out),
-                initializer="glorot_uniform",
+                initializer=self._initializer(i, channels),
             )
             for i, (c_in, c_out) in enumerate(shapes, start=1)
         ]
@@ -67,13 +79,47 @@ class BinarizationMapping(keras.layers.Layer):
             self.add_weight(name=f"bn{i}_gamma", shape=(hidden,), initializer="ones")
             for i in (1, 2)
         ]
+        # The second shift keeps the identity start's values above the ReLU's cut.
+        second_beta = 1.0 if self._identity_start(channels) else 0.0
         self.betas = [
-            self.add_weight(name=f"bn{i}_beta", shape=(hidden,), initializer="zeros")
-            for i in (1, 2)
+            self.add_weight(name="bn1_beta", shape=(hidden,), initializer="zeros"),
+            self.add_weight(
+                name="bn2_beta",
+                shape=(hidden,),
+                initializer=keras.initializers.Constant(second_beta),
+            ),
         ]
         self.output_bias = self.add_weight(
             name="conv3_bias", shape=(channels,), initializer="zeros"
         )
+
+    def _identity_start(self, channels) -> bool:
+        return self.initialization == "identity" and self.width >= 2
+
+    def _initializer(self, index: int, channels: int):
+        """Glorot, or the identity start: conv1 splits each channel into its positive
+        and negative part (+I, -I at the centre tap), conv2 passes them on (I), conv3
+        subtracts them again (+I, -I), so f(W) ≈ (W - mean) / std per input channel and
+        sign(Q̂) ≈ sign(W) before any training. Small noise breaks the symmetry."""
+        glorot = keras.initializers.GlorotUniform()
+        if not self._identity_start(channels):
+            return glorot
+
+        def initializer(shape, dtype=None):
+            taps, _, c_in, c_out = shape
+            centre = np.zeros((c_in, c_out), "float32")
+            eye = np.eye(channels, dtype="float32")
+            if index == 1:
+                centre[:, :channels], centre[:, channels : 2 * channels] = eye, -eye
+            elif index == 2:
+                centre[:] = np.eye(c_in, dtype="float32")
+            else:
+                centre[:channels], centre[channels : 2 * channels] = eye, -eye
+            kernel = 0.01 * keras.ops.convert_to_numpy(glorot(shape, dtype="float32"))
+            kernel[taps // 2, taps // 2] += centre
+            return keras.ops.convert_to_tensor(kernel, dtype=dtype)
+
+        return initializer
 
     def _normalize(self, x, gamma, beta):
         mean, variance = ops.moments(x, axes=(0, 1, 2))  # over the layer's own filters
@@ -97,4 +143,9 @@ class BinarizationMapping(keras.layers.Layer):
         return kernel_shape
 
     def get_config(self):
-        return {**super().get_config(), "width": self.width, "epsilon": self.epsilon}
+        return {
+            **super().get_config(),
+            "width": self.width,
+            "epsilon": self.epsilon,
+            "initialization": self.initialization,
+        }
