@@ -33,8 +33,15 @@ from apps.models.modes import FLOAT, activation, batch_norm, build_model, classi
 __all__ = ["alexnet", "fashion_net"]
 
 
-def _conv_bn(x, mode: str, filters: int, kernel_size: int, name: str, *, strides=1, groups=1):
-    x = conv(mode, filters, kernel_size, strides=strides, groups=groups, name=name)(x)
+def _conv_bn(
+    x, mode: str, filters: int, kernel_size: int, name: str, *, full_precision=False, **conv_kwargs
+):
+    """Conv, batch normalization and the mode's activation.
+
+    `full_precision=True` keeps the conv full precision in every mode; a BNN still gets no
+    ReLU there, since a ReLU before the next binary layer's sign would make every input +1.
+    """
+    x = conv(FLOAT if full_precision else mode, filters, kernel_size, name=name, **conv_kwargs)(x)
     x = batch_norm(name=f"{name}_bn")(x)
     return activation(mode, name=f"{name}_relu")(x)
 
@@ -43,7 +50,7 @@ def _alexnet_body(inputs, num_classes: int, mode: str):
     def max_pool(x, name):
         return keras.layers.MaxPooling2D(3, strides=2, name=name)(x)
 
-    x = _conv_bn(inputs, FLOAT, 96, 11, "conv1", strides=4)  # first conv: full precision
+    x = _conv_bn(inputs, mode, 96, 11, "conv1", strides=4, full_precision=True)
     x = max_pool(x, "pool1")
     x = _conv_bn(x, mode, 256, 5, "conv2", groups=2)
     x = max_pool(x, "pool2")
@@ -90,8 +97,8 @@ def alexnet(
 
 def _fashion_net_body(inputs, num_classes: int, mode: str):
     x = inputs
-    for i, (filters, layer_mode) in enumerate(((32, FLOAT), (64, mode), (128, mode)), start=1):
-        x = _conv_bn(x, layer_mode, filters, 3, f"conv{i}")  # conv1: full precision
+    for i, filters in enumerate((32, 64, 128), start=1):
+        x = _conv_bn(x, mode, filters, 3, f"conv{i}", full_precision=i == 1)
         x = keras.layers.MaxPooling2D(2, name=f"pool{i}")(x)
     x = keras.layers.Flatten(name="flatten")(x)
     return classifier(x, num_classes)
