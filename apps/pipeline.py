@@ -215,8 +215,31 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     if name == "multi_worker_mirrored":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _reduce_like_mirrored(tf.distribute.MultiWorkerMirroredStrategy())
     raise ValueError(f"--strategy={name!r} is invalid: expected one of {list(STRATEGIES)}.")
+
+
+def _reduce_like_mirrored(strategy: tf.distribute.Strategy) -> tf.distribute.Strategy:
+    """Let `strategy.reduce` take what Keras 3's `fit` hands it under MultiWorkerMirrored.
+
+    Keras 3 reduces a whole `(x, y)` batch at once when it builds a model under a
+    strategy, and reduces scalar metrics with `axis=0`; `MirroredStrategy` accepts both,
+    `MultiWorkerMirroredStrategy` rejects both (keras-team/keras#20585,
+    tensorflow/tensorflow#72388). Reduce each element of a structure on its own, and
+    scalars across replicas only.
+    """
+    reduce = strategy.reduce
+
+    def reduce_each(reduce_op, value, axis=None):
+        def reduce_one(v):
+            local = v.values[0] if isinstance(v, tf.distribute.DistributedValues) else v
+            rank = getattr(local, "shape", tf.TensorShape([])).rank
+            return reduce(reduce_op, v, axis=axis if rank else None)
+
+        return tf.nest.map_structure(reduce_one, value)
+
+    strategy.reduce = reduce_each
+    return strategy
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -278,6 +301,13 @@ class _Run:
             config.dataset, "test" if config.dataset != "imagenet2012" else "validation",
             config.batch_size, limit=config.test_limit, **common,
         )
+        # A tfds split may have fewer files than there are workers, so multi-worker
+        # strategies shard by batch (every worker reads the same seeded pipeline and
+        # keeps its share) instead of by file, which would fail.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        self.train_ds = self.train_ds.with_options(options)
+        self.test_ds = self.test_ds.with_options(options)
         cardinality = int(self.train_ds.cardinality())
         self.steps_per_epoch = max(cardinality, 1)
 
@@ -332,14 +362,17 @@ class _Run:
     def _finish_stage(self, stage_dir: str, model: keras.Model, results: dict[str, Any]) -> dict:
         results["test_accuracy"] = self._evaluate(model)
         results["model_stats"] = _stats(model)
+        # Every worker saves its (identical) model and metrics into its own folder: the
+        # next stage and a restarted run must find the same files on every worker, or
+        # their collective ops would diverge. Only the chief exports and plots.
+        save_model(model, os.path.join(stage_dir, "final.keras"))
+        results["files"] = {"keras": os.path.join(stage_dir, "final.keras")}
         if self.chief:
-            save_model(model, os.path.join(stage_dir, "final.keras"))
-            results["files"] = {"keras": os.path.join(stage_dir, "final.keras")}
             if self.config.export_tflite and self.config.stage in ("lns", "all", "baseline"):
                 results["files"].update(self._export(model, stage_dir))
-            results["sizes_bytes"] = {k: os.path.getsize(v) for k, v in results["files"].items()}
             _plot(os.path.join(stage_dir, "metrics.csv"), stage_dir)
-            atomic_write_bytes(os.path.join(stage_dir, "metrics.json"), json.dumps(results, indent=2).encode())
+        results["sizes_bytes"] = {k: os.path.getsize(v) for k, v in results["files"].items()}
+        atomic_write_bytes(os.path.join(stage_dir, "metrics.json"), json.dumps(results, indent=2).encode())
         return results
 
     def _export(self, model, stage_dir) -> dict[str, str]:
@@ -421,16 +454,14 @@ class _Run:
                 warm["agreement_after"] = lns_keras.convert.sign_agreement(model)
                 self._compile(model, "sgd")
                 warm["warm_start_accuracy"] = self._evaluate(model)
-                if self.chief:
-                    save_model(model, warm_path)
-                    atomic_write_bytes(os.path.join(stage_dir, "warm_start.json"), json.dumps(warm).encode())
+                save_model(model, warm_path)  # on every worker, see _finish_stage
+                atomic_write_bytes(os.path.join(stage_dir, "warm_start.json"), json.dumps(warm).encode())
             self._compile(model, self._optimizer(config.learning_rate, config.epochs))
         history, seconds = self._fit(model, stage_dir, config.epochs, flip_reference=reference)
         results = {**warm, **_history_results("lns", history, seconds, config.epochs)}
         results["lns_accuracy"] = self._evaluate(model)
         results["agreement_final"] = lns_keras.convert.sign_agreement(model)
-        if self.chief:
-            save_model(model, os.path.join(stage_dir, "lns.keras"))
+        save_model(model, os.path.join(stage_dir, "lns.keras"))
         with self.strategy.scope():
             folded = lns_keras.convert.fold(model)
             self._compile(folded, "sgd")
