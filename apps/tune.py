@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import importlib.util
 import io
 import math
 import os
@@ -152,6 +153,10 @@ class TuneConfig:
 
         if self.tuner not in TUNERS:
             bad("tuner", self.tuner, f"expected one of {list(TUNERS)}")
+        if self.tuner == "bayesian" and not all(
+            importlib.util.find_spec(m) for m in ("scipy", "sklearn")
+        ):
+            bad("tuner", self.tuner, "it needs pip install 'keras-tuner[bayesian]'")
         if self.dataset not in data.DATASETS:
             bad("dataset", self.dataset, f"expected one of {list(data.DATASETS)}")
         if self.optimizer not in pipeline.OPTIMIZERS:
