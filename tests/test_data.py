@@ -1,0 +1,155 @@
+"""The tfds pipelines: shapes, dtypes, labels, normalization, augmentation, and errors.
+
+CIFAR-10 and ImageNet run on `tfds.testing.mock_data`; Fashion-MNIST on Debian's files.
+"""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from apps import data
+
+
+def _first_batch(*args, **kwargs):
+    images, labels = next(iter(data.load(*args, **kwargs)))
+    return images.numpy(), labels.numpy()
+
+
+@pytest.fixture
+def mock_tfds():
+    with tfds.testing.mock_data(num_examples=8):
+        yield
+
+
+@pytest.mark.parametrize(
+    ("name", "split", "shape", "num_classes"),
+    [
+        ("cifar10", "train", (32, 32, 3), 10),
+        ("cifar10", "test", (32, 32, 3), 10),
+        ("imagenet2012", "train", (224, 224, 3), 1000),
+        ("imagenet2012", "validation", (224, 224, 3), 1000),
+    ],
+)
+def test_mock_pipelines_give_normalized_images_and_labels(
+    mock_tfds, name, split, shape, num_classes
+):
+    assert data.info(name) == (shape, num_classes)
+    images, labels = _first_batch(name, split, batch_size=4, seed=0)
+    assert images.shape == (4, *shape) and images.dtype == np.float32
+    assert labels.dtype == np.int64 and np.all((labels >= 0) & (labels < num_classes))
+    # Mock images are uniform in [0, 255]: normalized, they are roughly centred.
+    assert abs(images.mean()) < 0.5 and 0.5 < images.std() < 1.6
+
+
+@pytest.mark.parametrize("name", ["cifar10", "imagenet2012"])
+def test_augmentation_changes_train_images_only(mock_tfds, name):
+    eval_split = "validation" if name == "imagenet2012" else "test"
+    # Mocked splits hold the same examples, so train and eval images can be compared.
+    train, _ = _first_batch(name, "train", batch_size=8, shuffle=False, seed=0)
+    train_again, _ = _first_batch(name, "train", batch_size=8, shuffle=False, seed=0)
+    evaluation, _ = _first_batch(name, eval_split, batch_size=8)
+    evaluation_again, _ = _first_batch(name, eval_split, batch_size=8)
+    np.testing.assert_array_equal(evaluation, evaluation_again)
+    np.testing.assert_array_equal(train, train_again)  # reproducible given the seed
+    changed = [not np.allclose(a, b) for a, b in zip(train, evaluation)]
+    assert sum(changed) >= 6
+
+
+def test_cifar_train_images_are_padded_crops(mock_tfds):
+    evaluation, _ = _first_batch("cifar10", "test", batch_size=8)
+    train, _ = _first_batch("cifar10", "train", batch_size=8, shuffle=False, seed=0)
+    padding = -np.array([0.4914, 0.4822, 0.4465]) / np.array([0.2470, 0.2435, 0.2616])
+    for augmented, original in zip(train, evaluation):
+        # Somewhere inside the 4-pixel zero padding lies the original or its mirror image.
+        padded = np.broadcast_to(padding, (40, 40, 3)).astype(np.float32).copy()
+        padded[4:36, 4:36] = original
+        candidates = [
+            image[dy : dy + 32, dx : dx + 32]
+            for image in (padded, padded[:, ::-1])
+            for dy in range(9)
+            for dx in range(9)
+        ]
+        assert any(np.allclose(augmented, c, atol=1e-5) for c in candidates)
+
+
+def test_batching_defaults_drop_the_last_train_batch_only(mock_tfds):
+    # 8 mock examples in batches of 3: training drops the remainder, evaluation keeps it.
+    assert data.load("cifar10", "train", batch_size=3).cardinality() == 2
+    assert data.load("cifar10", "test", batch_size=3).cardinality() == 3
+    assert data.load("cifar10", "test", batch_size=3, limit=5).cardinality() == 2
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_data_dir(tmp_path_factory):
+    """A tfds folder with fashion_mnist prepared from Debian's files (once per session)."""
+    data_dir = tmp_path_factory.mktemp("tfds")
+    data.load("fashion_mnist", "test", batch_size=1, data_dir=data_dir)
+    return data_dir
+
+
+def test_fashion_mnist_from_debian_files(fashion_mnist_data_dir):
+    assert data.info("fashion_mnist") == ((28, 28, 1), 10)
+    train = data.load("fashion_mnist", "train", batch_size=1, data_dir=fashion_mnist_data_dir)
+    test = data.load("fashion_mnist", "test", batch_size=1, data_dir=fashion_mnist_data_dir)
+    assert int(train.cardinality()) == 60_000
+    assert int(test.cardinality()) == 10_000
+    images, labels = _first_batch(
+        "fashion_mnist", "test", batch_size=1000, data_dir=fashion_mnist_data_dir
+    )
+    assert images.shape == (1000, 28, 28, 1) and images.dtype == np.float32
+    assert set(np.unique(labels)) == set(range(10))
+    assert abs(images.mean()) < 0.1 and images.std() == pytest.approx(1.0, abs=0.1)
+
+
+def test_fashion_mnist_train_augmentation(fashion_mnist_data_dir):
+    common = dict(batch_size=16, data_dir=fashion_mnist_data_dir, shuffle=False, limit=16)
+    plain, labels = _first_batch("fashion_mnist", "train", training=False, **common)
+    augmented, augmented_labels = _first_batch("fashion_mnist", "train", seed=1, **common)
+    np.testing.assert_array_equal(labels, augmented_labels)
+    assert sum(not np.allclose(a, b) for a, b in zip(plain, augmented)) >= 12
+
+
+def test_prepared_fashion_mnist_loads_without_the_files(fashion_mnist_data_dir, tmp_path):
+    test = data.load(
+        "fashion_mnist",
+        "test",
+        batch_size=100,
+        data_dir=fashion_mnist_data_dir,
+        fashion_mnist_dir=tmp_path / "missing",
+    )
+    assert int(test.cardinality()) == 100
+
+
+def test_missing_fashion_mnist_files_say_how_to_get_them(tmp_path):
+    with pytest.raises(data.DataNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        data.load(
+            "fashion_mnist",
+            "train",
+            batch_size=8,
+            data_dir=tmp_path / "tfds",
+            fashion_mnist_dir=tmp_path / "missing",
+        )
+    assert issubclass(data.DataNotFoundError, FileNotFoundError)
+
+
+def test_missing_imagenet_says_where_the_archives_go(tmp_path):
+    manual_dir = tmp_path / "downloads" / "manual"
+    with pytest.raises(data.DataNotFoundError, match="ILSVRC2012_img_train.tar") as error:
+        data.load("imagenet2012", "train", batch_size=8, data_dir=tmp_path)
+    assert str(manual_dir) in str(error.value)
+
+
+def test_unknown_dataset_is_named_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"'mnist'.*fashion_mnist.*cifar10.*imagenet2012"):
+        data.load("mnist", "train", batch_size=8)
+    with pytest.raises(ValueError, match=r"'svhn'"):
+        data.info("svhn")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"batch_size": 0}, r"batch_size=0"), ({"batch_size": 8, "limit": -1}, r"limit=-1")],
+)
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.load("cifar10", "train", **kwargs)
