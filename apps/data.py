@@ -154,7 +154,8 @@ def load(
         seed: Seed of the shuffling and the augmentation; `None` for a random one. With a
             seed the pipeline gives the same batches on every run (each epoch still
             draws a new order and new augmentations).
-        limit: Use only the first `limit` examples of the split.
+        limit: Use only `limit` examples of the split, the first ones read (fixed unless
+            `shuffle` shuffles the order of a split stored in several files).
         drop_remainder: Whether to drop a last, smaller batch; default: `training`.
 
     Returns:
