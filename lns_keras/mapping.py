@@ -30,7 +30,7 @@ class BinarizationMapping(keras.layers.Layer):
         width: Channel multiplier of the two hidden convolutions (2 in the paper).
         epsilon: Variance epsilon of the batch normalization over filters.
         initialization: `"identity"` (default; with `width >= 2`): start near
-            $\hat Q \propto (W - \bar W) / \sigma_W$ per input channel, so that a converted
+            $\\hat Q \\propto (W - \\bar W) / \\sigma_W$ per input channel, so that a converted
             model starts close to its baseline and the warm start only has to close the
             gap; `"glorot"`: plain random initialisation.
         **kwargs: Passed to `keras.layers.Layer`.

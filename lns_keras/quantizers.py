@@ -260,6 +260,12 @@ class Quantizer(keras.layers.Layer):
     Attributes:
         precision: Bits of the output (1 for binary quantizers), read by
             [`model_stats`][lns_keras.model_stats]; `None` when unknown.
+
+    Example:
+        ```python
+        q = lns_keras.quantizers.get("ste_sign")
+        isinstance(q, lns_keras.quantizers.Quantizer), q.precision  # (True, 1)
+        ```
     """
 
     precision: int | None = None
@@ -352,6 +358,12 @@ class ApproxSign(Quantizer):
     Reference: Liu et al., *Bi-Real Net*, ECCV 2018.
 
     Takes the keyword arguments of `keras.layers.Layer` (`name`, `dtype`, ...).
+
+    Example:
+        ```python
+        q = lns_keras.quantizers.ApproxSign()
+        q(keras.ops.convert_to_tensor([-0.5, 0.0, 2.0]))  # [-1, 1, 1]
+        ```
     """
 
     precision = 1
@@ -375,6 +387,12 @@ class SteHeaviside(Quantizer):
 
     Raises:
         ValueError: If `clip_value` is not positive.
+
+    Example:
+        ```python
+        q = lns_keras.quantizers.SteHeaviside()
+        q(keras.ops.convert_to_tensor([-0.5, 0.0, 2.0]))  # [0, 0, 1]
+        ```
     """
 
     precision = 1
@@ -407,6 +425,12 @@ class SwishSign(Quantizer):
 
     Raises:
         ValueError: If `beta` is not positive.
+
+    Example:
+        ```python
+        q = lns_keras.quantizers.SwishSign(beta=5.0)
+        q(keras.ops.convert_to_tensor([-0.5, 0.0, 2.0]))  # [-1, 1, 1]
+        ```
     """
 
     precision = 1
@@ -440,6 +464,13 @@ class MagnitudeAwareSign(Quantizer):
 
     Raises:
         ValueError: If `clip_value` is not positive.
+
+    Example:
+        ```python
+        q = lns_keras.quantizers.MagnitudeAwareSign()
+        q(keras.ops.convert_to_tensor([[-0.5, 1.0], [0.25, -3.0]]))
+        # [[-0.375, 2.0], [0.375, -2.0]]: column means 0.375 and 2.0
+        ```
     """
 
     precision = 1
@@ -477,6 +508,12 @@ class SteTern(Quantizer):
 
     Raises:
         ValueError: If `threshold_value` is negative or `clip_value` is not positive.
+
+    Example:
+        ```python
+        q = lns_keras.quantizers.SteTern(threshold_value=0.05)
+        q(keras.ops.convert_to_tensor([-0.5, 0.01, 0.3]))  # [-1, 0, 1]
+        ```
     """
 
     precision = 2
@@ -532,6 +569,12 @@ class DoReFa(Quantizer):
 
     Raises:
         ValueError: If `k_bit` < 1 or `mode` is not one of the two.
+
+    Example:
+        ```python
+        q = lns_keras.quantizers.DoReFa(k_bit=2, mode="activations")
+        q(keras.ops.convert_to_tensor([-0.2, 0.4, 1.3]))  # [0, 1/3, 1]
+        ```
     """
 
     def __init__(self, k_bit: int = 2, mode: str = "activations", **kwargs):

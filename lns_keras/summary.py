@@ -34,6 +34,12 @@ class LayerStats:
         params_32bit: Number of 32-bit parameters.
         binary_macs: Binary multiply-accumulates per example.
         float_macs: Real-valued multiply-accumulates per example.
+
+    Example:
+        ```python
+        for layer in lns_keras.model_stats(model).layers:
+            print(layer.name, layer.params_1bit, layer.memory_mbit, layer.flops)
+        ```
     """
 
     name: str
@@ -61,6 +67,12 @@ class ModelStats:
 
     Attributes:
         layers: One [`LayerStats`][lns_keras.summary.LayerStats] per layer, in order.
+
+    Example:
+        ```python
+        stats = lns_keras.model_stats(model)
+        print(stats.params_1bit, stats.params_32bit, stats.memory_mbit, stats.flops)
+        ```
     """
 
     layers: tuple[LayerStats, ...]
