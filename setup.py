@@ -19,6 +19,8 @@ setup(
         "absl-py",
         "matplotlib",
         "tensorboard",
+        # tfds needs it to prepare imagenet2012 but declares it only for Python < 3.9.
+        "importlib_resources",
     ],
     extras_require={
         "dev": [

@@ -46,7 +46,7 @@ def _clone(model, clone_function):
     return clone
 
 
-def to_lns(model: keras.Model, **lns_kwargs: Any) -> keras.Model:
+def to_lns(model: keras.Model, *, include_dense: bool = True, **lns_kwargs: Any) -> keras.Model:
     """Clone a trained baseline BNN with every binary layer replaced by its LNS twin.
 
     Binary layers (1-bit input and kernel quantizers) become `LNSQuantConv2D` /
@@ -57,6 +57,10 @@ def to_lns(model: keras.Model, **lns_kwargs: Any) -> keras.Model:
 
     Args:
         model: A built baseline model.
+        include_dense: Whether binary `QuantDense` layers are converted too. A dense
+            kernel `(c, n)` gets a mapping of about `8c²` weights, so for very wide dense
+            layers (AlexNet's fc6/fc7, c = 9216 and 4096: ~0.8 G weights) converting only
+            the convolutions is the practical choice.
         **lns_kwargs: LNS arguments for every converted layer (`alpha`, `rho`,
             `loss_reduction`, `noisy_labels`, `mapping_width`, `kernel_scale`).
 
@@ -73,15 +77,23 @@ def to_lns(model: keras.Model, **lns_kwargs: Any) -> keras.Model:
         ```
     """
     _check_model(model)
-    if not any(is_binary_layer(layer) for layer in _all_layers(model)):
+
+    def convertible(layer) -> bool:
+        if not is_binary_layer(layer) or is_lns_layer(layer):
+            return False
+        return include_dense or isinstance(layer, QuantConv2D)
+
+    if not any(convertible(layer) for layer in _all_layers(model)):
         raise ValueError(f"`model` {model.name!r} has no binary QuantConv2D/QuantDense to convert.")
     unknown = set(lns_kwargs) - {*_LNS_KEYS, "kernel_scale"}
     if unknown:
-        raise ValueError(f"Unknown LNS arguments {sorted(unknown)}; known: {[*_LNS_KEYS, 'kernel_scale']}.")
+        raise ValueError(
+            f"Unknown LNS arguments {sorted(unknown)}; known: {[*_LNS_KEYS, 'kernel_scale']}."
+        )
     LNSQuantDense(1, **lns_kwargs)  # validates the arguments with a clear ValueError
 
     def clone_function(layer):
-        if not is_binary_layer(layer) or is_lns_layer(layer):
+        if not convertible(layer):
             return layer.__class__.from_config(layer.get_config())
         cls = LNSQuantConv2D if isinstance(layer, QuantConv2D) else LNSQuantDense
         return cls.from_config({**layer.get_config(), **lns_kwargs})

@@ -80,7 +80,9 @@ def alexnet(
         mode: `"float"`, `"bnn"` (the paper's baseline) or `"lns"` (see
             [`apps.models.modes`][apps.models.modes]).
         **lns_kwargs: With `mode="lns"`, passed to
-            [`to_lns`][lns_keras.convert.to_lns] (`alpha`, `rho`, ...).
+            [`to_lns`][lns_keras.convert.to_lns] (`alpha`, `rho`, ...). Only the binary
+            convolutions get mappings unless `include_dense=True` is passed: the
+            mappings of fc6/fc7 would hold about 0.8 G weights.
 
     Returns:
         An uncompiled model with softmax outputs.
@@ -94,6 +96,10 @@ def alexnet(
         baseline = alexnet((224, 224, 3), 1000, mode="bnn")
         ```
     """
+    if mode == "lns":
+        # fc6/fc7 mappings would hold ~0.8 G weights: convert the convolutions only,
+        # unless the caller asks otherwise.
+        lns_kwargs.setdefault("include_dense", False)
     return build_model(_alexnet_body, "alexnet", input_shape, num_classes, mode, lns_kwargs)
 
 
