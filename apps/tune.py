@@ -23,8 +23,7 @@ Outputs, in `--model_dir`:
 (factor 3), continuing promising trials from their weights without a new warm start.
 
 Distributed search (KerasTuner's chief/worker mode): start the same command once per
-process, with the same `--model_dir` on a shared file system, and these environment
-variables:
+process, with these environment variables:
 
     KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000   # on every process
     KERASTUNER_TUNER_ID=chief          # the one process that runs the oracle
@@ -32,8 +31,18 @@ variables:
 
 The chief hands out trials and records results but trains nothing; each worker runs
 trials until the oracle has no more. When the search ends, the chief writes
-`tune_results.csv`. See `docs/distributed.md`, which also shows how to train one model
-over several machines with `apps/train.py --strategy=multi_worker_mirrored` (`TF_CONFIG`).
+`tune_results.csv` into its `--model_dir`; the workers keep their trials' checkpoints in
+theirs (no shared file system is needed).
+
+One model over several machines is `apps/train.py --strategy=multi_worker_mirrored`,
+started on every machine with the cluster in `TF_CONFIG` (the same everywhere but the
+task index; worker 0 is the chief and writes `--model_dir`):
+
+    TF_CONFIG='{"cluster": {"worker": ["10.0.0.1:12345", "10.0.0.2:12345"]},
+                "task": {"type": "worker", "index": 0}}' \\
+        python apps/train.py --flagfile=... --strategy=multi_worker_mirrored
+
+See `docs/distributed.md` for both.
 """
 
 from __future__ import annotations
