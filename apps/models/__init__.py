@@ -21,12 +21,13 @@ from collections.abc import Callable
 
 import keras
 
-from apps.models.modes import MODES
+from apps.models.modes import LNS_DEFAULTS, MODES
 from apps.models.plain import alexnet, fashion_net
 from apps.models.resnet import resnet18_bireal, resnet20
 
 __all__ = [
     "BUILDERS",
+    "LNS_DEFAULTS",
     "MODES",
     "alexnet",
     "fashion_net",

@@ -42,6 +42,10 @@ BINARY_LAYER_ARGS = {
     "use_bias": False,
 }
 
+# Per-architecture defaults of `to_lns` in mode "lns" (and in apps/pipeline.py's LNS stage):
+# AlexNet's fc6/fc7 mappings would hold ~0.8 G weights, so only its convolutions get one.
+LNS_DEFAULTS: dict[str, dict[str, Any]] = {"alexnet": {"include_dense": False}}
+
 Body = Callable[[keras.KerasTensor, int, str], keras.KerasTensor]
 
 
@@ -190,5 +194,5 @@ def build_model(
     outputs = body(inputs, num_classes, FLOAT if mode == "float" else BNN)
     model = keras.Model(inputs, outputs, name=f"{name}_{mode}")
     if mode == "lns":
-        return lns_keras.convert.to_lns(model, **lns_kwargs)
+        return lns_keras.convert.to_lns(model, **{**LNS_DEFAULTS.get(name, {}), **lns_kwargs})
     return model

@@ -96,10 +96,6 @@ def alexnet(
         baseline = alexnet((224, 224, 3), 1000, mode="bnn")
         ```
     """
-    if mode == "lns":
-        # fc6/fc7 mappings would hold ~0.8 G weights: convert the convolutions only,
-        # unless the caller asks otherwise.
-        lns_kwargs.setdefault("include_dense", False)
     return build_model(_alexnet_body, "alexnet", input_shape, num_classes, mode, lns_kwargs)
 
 
