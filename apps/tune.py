@@ -63,7 +63,7 @@ import keras_tuner  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 import lns_keras  # noqa: E402
-from apps import data, pipeline  # noqa: E402
+from apps import data, models, pipeline  # noqa: E402
 from lns_keras.callbacks import FlipRate, binary_signs  # noqa: E402
 from lns_keras.export import atomic_write_bytes  # noqa: E402
 
@@ -107,6 +107,9 @@ class TuneConfig:
         pretrained: The baseline `.keras` model every trial starts from.
         model_dir: Output folder (`tune_results.csv`, `tuner/`).
         dataset: One of `apps.data.DATASETS`.
+        model: The architecture of `pretrained`, one of `apps.models.BUILDERS`; picks its
+            conversion defaults (`apps.models.LNS_DEFAULTS`: AlexNet maps its
+            convolutions only), as `apps/train.py` does.
         tuner: One of `TUNERS`.
         max_trials: Trials of the random and Bayesian searches.
         epochs: Fine-tuning epochs of a trial (the largest budget for Hyperband).
@@ -133,6 +136,7 @@ class TuneConfig:
     pretrained: str | None = None
     model_dir: str = "runs/tune"
     dataset: str = "fashion_mnist"
+    model: str = "fashion_net"
     tuner: str = "random"
     max_trials: int = 10
     epochs: int = 2
@@ -168,6 +172,8 @@ class TuneConfig:
             bad("tuner", self.tuner, "it needs pip install 'keras-tuner[bayesian]'")
         if self.dataset not in data.DATASETS:
             bad("dataset", self.dataset, f"expected one of {list(data.DATASETS)}")
+        if self.model not in models.BUILDERS:
+            bad("model", self.model, f"expected one of {list(models.BUILDERS)}")
         if self.optimizer not in pipeline.OPTIMIZERS:
             bad("optimizer", self.optimizer, f"expected one of {list(pipeline.OPTIMIZERS)}")
         for flag in ("max_trials", "epochs", "batch_size"):
@@ -204,6 +210,7 @@ class LNSHyperModel(keras_tuner.HyperModel):
         rho = hp.Float("rho", *RHO_RANGE)
         return lns_keras.convert.to_lns(
             self.baseline,
+            **models.LNS_DEFAULTS.get(self.config.model, {}),
             alpha=alpha,
             rho=rho,
             loss_reduction=self.config.loss_reduction,
@@ -447,6 +454,7 @@ def define_flags() -> None:
     flags.DEFINE_string("pretrained", None, "Baseline .keras model every trial starts from.")
     flags.DEFINE_string("model_dir", "runs/tune", "Output folder (results CSV, tuner state).")
     flags.DEFINE_string("dataset", "fashion_mnist", f"One of {list(data.DATASETS)}.")
+    flags.DEFINE_string("model", "fashion_net", f"One of {list(models.BUILDERS)}, as --pretrained.")
     flags.DEFINE_string("tuner", "random", f"One of {list(TUNERS)}.")
     flags.DEFINE_integer("max_trials", 10, "Trials of the random and Bayesian searches.")
     flags.DEFINE_integer("epochs", 2, "Fine-tuning epochs per trial (Hyperband: at most).")

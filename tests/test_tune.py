@@ -92,6 +92,7 @@ def test_make_tuner_searches_alpha_on_a_log_scale_and_rho(
     [
         ("--tuner", dict(tuner="grid")),
         ("--dataset", dict(dataset="mnist")),
+        ("--model", dict(model="resnet50")),
         ("--max_trials", dict(max_trials=0)),
         ("--epochs", dict(epochs=0)),
         ("--learning_rate", dict(learning_rate=0.0)),
