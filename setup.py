@@ -15,7 +15,7 @@ setup(
         "tensorflow>=2.16",
         "keras>=3",
         "tensorflow-datasets",
-        "keras-tuner",
+        "keras-tuner[bayesian]",
         "absl-py",
         "matplotlib",
         "tensorboard",

@@ -112,7 +112,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     weight_decay: float = 0.0
-    warm_start_learning_rate: float = 0.01
+    warm_start_learning_rate: float = 1e-3
     alpha: float = 1.0
     rho: float | tuple[float, float] = 0.005
     loss_reduction: str = "mean"
@@ -275,7 +275,9 @@ def _is_chief(strategy) -> bool:
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
     return resolver.task_type in ("chief", None) or (
-        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
     )
 
 
@@ -289,23 +291,35 @@ class _Run:
         self.chief = _is_chief(self.strategy)
         worker = getattr(getattr(self.strategy, "cluster_resolver", None), "task_id", 0)
         # Workers other than the chief write into their own scratch folder.
-        self.model_dir = config.model_dir if self.chief else os.path.join(config.model_dir, f".worker{worker}")
+        self.model_dir = (
+            config.model_dir if self.chief else os.path.join(config.model_dir, f".worker{worker}")
+        )
         os.makedirs(self.model_dir, exist_ok=True)
         keras.utils.set_random_seed(config.seed)
         self.input_shape, self.num_classes = data.info(config.dataset)
         common = dict(data_dir=config.data_dir, fashion_mnist_dir=config.fashion_mnist_dir)
         self.train_ds = data.load(
-            config.dataset, "train", config.batch_size, seed=config.seed, limit=config.train_limit, **common
+            config.dataset,
+            "train",
+            config.batch_size,
+            seed=config.seed,
+            limit=config.train_limit,
+            **common,
         )
         self.test_ds = data.load(
-            config.dataset, "test" if config.dataset != "imagenet2012" else "validation",
-            config.batch_size, limit=config.test_limit, **common,
+            config.dataset,
+            "test" if config.dataset != "imagenet2012" else "validation",
+            config.batch_size,
+            limit=config.test_limit,
+            **common,
         )
         # A tfds split may have fewer files than there are workers, so multi-worker
         # strategies shard by batch (every worker reads the same seeded pipeline and
         # keeps its share) instead of by file, which would fail.
         options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
         self.train_ds = self.train_ds.with_options(options)
         self.test_ds = self.test_ds.with_options(options)
         cardinality = int(self.train_ds.cardinality())
@@ -319,7 +333,11 @@ class _Run:
         if config.schedule == "step":
             boundaries = [e * self.steps_per_epoch for e in config.decay_epochs if 0 < e < epochs]
             values = [learning_rate * config.decay_factor**i for i in range(len(boundaries) + 1)]
-            rate = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values) if boundaries else learning_rate
+            rate = (
+                keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+                if boundaries
+                else learning_rate
+            )
         elif config.schedule == "cosine":
             rate = keras.optimizers.schedules.CosineDecay(learning_rate, total)
         else:
@@ -351,8 +369,11 @@ class _Run:
     def _fit(self, model, stage_dir, epochs, flip_reference=None):
         start = time.time()
         history = model.fit(
-            self.train_ds, validation_data=self.test_ds, epochs=epochs,
-            callbacks=self._callbacks(stage_dir, flip_reference), verbose=self.config.verbose,
+            self.train_ds,
+            validation_data=self.test_ds,
+            epochs=epochs,
+            callbacks=self._callbacks(stage_dir, flip_reference),
+            verbose=self.config.verbose,
         )
         return history, time.time() - start
 
@@ -372,15 +393,21 @@ class _Run:
                 results["files"].update(self._export(model, stage_dir))
             _plot(os.path.join(stage_dir, "metrics.csv"), stage_dir)
         results["sizes_bytes"] = {k: os.path.getsize(v) for k, v in results["files"].items()}
-        atomic_write_bytes(os.path.join(stage_dir, "metrics.json"), json.dumps(results, indent=2).encode())
+        atomic_write_bytes(
+            os.path.join(stage_dir, "metrics.json"), json.dumps(results, indent=2).encode()
+        )
         return results
 
     def _export(self, model, stage_dir) -> dict[str, str]:
         files = {}
         if not any(lns_keras.convert.is_binary_layer(layer) for layer in model.layers):
             return files
-        files["tflite_float"] = to_tflite(model, os.path.join(stage_dir, "model_float.tflite"), lce=False)
-        files["tflite_1bit"] = to_tflite(model, os.path.join(stage_dir, "model_1bit.tflite"), lce=True)
+        files["tflite_float"] = to_tflite(
+            model, os.path.join(stage_dir, "model_float.tflite"), lce=False
+        )
+        files["tflite_1bit"] = to_tflite(
+            model, os.path.join(stage_dir, "model_1bit.tflite"), lce=True
+        )
         return files
 
     def _done(self, stage_dir):
@@ -397,16 +424,22 @@ class _Run:
         stage_dir = os.path.join(self.model_dir, stage)
         if (done := self._done(stage_dir)) is not None:
             return done
-        epochs = config.epochs if config.stage == stage else (config.baseline_epochs or config.epochs)
+        epochs = (
+            config.epochs if config.stage == stage else (config.baseline_epochs or config.epochs)
+        )
         learning_rate = config.learning_rate
         if config.stage == "all" and config.baseline_learning_rate:
             learning_rate = config.baseline_learning_rate
         builder = models.get_builder(config.model)
         with self.strategy.scope():
-            model = builder(self.input_shape, self.num_classes, mode="float" if stage == "float" else "bnn")
+            model = builder(
+                self.input_shape, self.num_classes, mode="float" if stage == "float" else "bnn"
+            )
             self._compile(model, self._optimizer(learning_rate, epochs))
         history, seconds = self._fit(model, stage_dir, epochs)
-        return self._finish_stage(stage_dir, model, _history_results(stage, history, seconds, epochs))
+        return self._finish_stage(
+            stage_dir, model, _history_results(stage, history, seconds, epochs)
+        )
 
     def finetune(self, pretrained_path: str) -> dict:
         config = self.config
@@ -428,8 +461,11 @@ class _Run:
         if (done := self._done(stage_dir)) is not None:
             return done
         lns_kwargs = dict(
-            alpha=config.alpha, rho=config.rho, loss_reduction=config.loss_reduction,
-            noisy_labels=config.noisy_labels, mapping_width=config.mapping_width,
+            alpha=config.alpha,
+            rho=config.rho,
+            loss_reduction=config.loss_reduction,
+            noisy_labels=config.noisy_labels,
+            mapping_width=config.mapping_width,
         )
         warm_path = os.path.join(stage_dir, "warm_start.keras")
         with self.strategy.scope():
@@ -439,23 +475,33 @@ class _Run:
                 model = keras.models.load_model(warm_path, safe_mode=True, compile=False)
                 warm = json.loads(open(os.path.join(stage_dir, "warm_start.json")).read())
             else:
-                model = lns_keras.convert.to_lns(baseline, **lns_kwargs)
+                model = lns_keras.convert.to_lns(
+                    baseline, **{**models.LNS_DEFAULTS.get(config.model, {}), **lns_kwargs}
+                )
                 self._compile(model, "sgd")
-                warm = {"pretrained": pretrained_path, "pretrained_accuracy": self._evaluate(model),
-                        "agreement_before": lns_keras.convert.sign_agreement(model)}
+                warm = {
+                    "pretrained": pretrained_path,
+                    "pretrained_accuracy": self._evaluate(model),
+                    "agreement_before": lns_keras.convert.sign_agreement(model),
+                }
                 if config.warm_start_epochs:
                     lns_keras.convert.warm_start(
-                        model, self.train_ds, epochs=config.warm_start_epochs,
+                        model,
+                        self.train_ds,
+                        epochs=config.warm_start_epochs,
                         loss=keras.losses.SparseCategoricalCrossentropy(),
                         optimizer=keras.optimizers.Adam(config.warm_start_learning_rate),
                         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                        jit_compile=config.jit_compile, verbose=config.verbose,
+                        jit_compile=config.jit_compile,
+                        verbose=config.verbose,
                     )
                 warm["agreement_after"] = lns_keras.convert.sign_agreement(model)
                 self._compile(model, "sgd")
                 warm["warm_start_accuracy"] = self._evaluate(model)
                 save_model(model, warm_path)  # on every worker, see _finish_stage
-                atomic_write_bytes(os.path.join(stage_dir, "warm_start.json"), json.dumps(warm).encode())
+                atomic_write_bytes(
+                    os.path.join(stage_dir, "warm_start.json"), json.dumps(warm).encode()
+                )
             self._compile(model, self._optimizer(config.learning_rate, config.epochs))
         history, seconds = self._fit(model, stage_dir, config.epochs, flip_reference=reference)
         results = {**warm, **_history_results("lns", history, seconds, config.epochs)}
@@ -476,9 +522,12 @@ def _history_results(stage, history, seconds, epochs) -> dict:
 def _stats(model) -> dict:
     stats = lns_keras.model_stats(model)
     return {
-        "params_1bit": stats.params_1bit, "params_32bit": stats.params_32bit,
-        "memory_mbit": stats.memory_mbit, "binary_macs": stats.binary_macs,
-        "float_macs": stats.float_macs, "flops": stats.flops,
+        "params_1bit": stats.params_1bit,
+        "params_32bit": stats.params_32bit,
+        "memory_mbit": stats.memory_mbit,
+        "binary_macs": stats.binary_macs,
+        "float_macs": stats.float_macs,
+        "flops": stats.flops,
     }
 
 
@@ -561,7 +610,9 @@ def run(config: TrainConfig) -> dict[str, Any]:
         results["lns"] = job.lns(os.path.join(job.model_dir, "baseline", "final.keras"))
     summary = {"config": dataclasses.asdict(config), "stages": results}
     if job.chief:
-        atomic_write_bytes(os.path.join(job.model_dir, "metrics.json"), json.dumps(summary, indent=2).encode())
+        atomic_write_bytes(
+            os.path.join(job.model_dir, "metrics.json"), json.dumps(summary, indent=2).encode()
+        )
     return summary
 
 
@@ -581,19 +632,41 @@ def final_table(summary: dict[str, Any]) -> str:
         value = stages[stage].get("sizes_bytes", {}).get(key)
         return f"{value / 1024:.1f} KiB" if value is not None else "-"
 
-    rows = [("stage", "test acc", "flip/epoch (last)", "flip vs pretrained", "Mbit", "MFLOPs", ".keras", "float .tflite", "1-bit .tflite")]
+    rows = [
+        (
+            "stage",
+            "test acc",
+            "flip/epoch (last)",
+            "flip vs pretrained",
+            "Mbit",
+            "MFLOPs",
+            ".keras",
+            "float .tflite",
+            "1-bit .tflite",
+        )
+    ]
     for name, result in stages.items():
         history = result.get("history", {})
         flips = history.get("flip_rate") or [math.nan]
         total = history.get("flip_rate_total") or [math.nan]
-        rows.append((
-            name, f"{100 * result['test_accuracy']:.2f}%", f"{flips[-1]:.4f}", f"{total[-1]:.4f}",
-            f"{result['model_stats']['memory_mbit']:.3f}", f"{result['model_stats']['flops'] / 1e6:.2f}",
-            size(name, "keras"), size(name, "tflite_float"), size(name, "tflite_1bit"),
-        ))
+        rows.append(
+            (
+                name,
+                f"{100 * result['test_accuracy']:.2f}%",
+                f"{flips[-1]:.4f}",
+                f"{total[-1]:.4f}",
+                f"{result['model_stats']['memory_mbit']:.3f}",
+                f"{result['model_stats']['flops'] / 1e6:.2f}",
+                size(name, "keras"),
+                size(name, "tflite_float"),
+                size(name, "tflite_1bit"),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
-        lines.append("  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(c.rjust(w) if j else c.ljust(w) for j, (c, w) in enumerate(zip(row, widths)))
+        )
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     if "lns" in stages:

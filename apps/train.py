@@ -32,12 +32,14 @@ flags.DEFINE_integer("batch_size", 128, "Global batch size.")
 flags.DEFINE_float("learning_rate", 0.01, "Initial learning rate.")
 flags.DEFINE_float("baseline_learning_rate", None, "Baseline learning rate for --stage=all.")
 flags.DEFINE_string("schedule", "constant", f"One of {list(pipeline.SCHEDULES)}.")
-flags.DEFINE_list("decay_epochs", [], "Epochs where the step schedule multiplies by --decay_factor.")
+flags.DEFINE_list(
+    "decay_epochs", [], "Epochs where the step schedule multiplies by --decay_factor."
+)
 flags.DEFINE_float("decay_factor", 0.1, "Factor of the step schedule.")
 flags.DEFINE_string("optimizer", "sgd", f"One of {list(pipeline.OPTIMIZERS)}.")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
 flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.")
-flags.DEFINE_float("warm_start_learning_rate", 0.01, "Adam learning rate of the warm start.")
+flags.DEFINE_float("warm_start_learning_rate", 1e-3, "Adam learning rate of the warm start.")
 flags.DEFINE_float("alpha", 1.0, "alpha of Eq. 21 (>= 0).")
 flags.DEFINE_list("rho", ["0.005"], "Noise rate rho, or rho_pos,rho_neg.")
 flags.DEFINE_string("loss_reduction", "mean", "mean (Eq. 16) or sum (Eq. 17).")
@@ -47,7 +49,9 @@ flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("strategy", "auto", f"One of {list(pipeline.STRATEGIES)}.")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step.")
 flags.DEFINE_string("data_dir", None, "tfds data folder.")
-flags.DEFINE_string("fashion_mnist_dir", data.FASHION_MNIST_DIR, "Folder of the Fashion-MNIST IDX files.")
+flags.DEFINE_string(
+    "fashion_mnist_dir", data.FASHION_MNIST_DIR, "Folder of the Fashion-MNIST IDX files."
+)
 flags.DEFINE_integer("train_limit", None, "Use only the first N training examples.")
 flags.DEFINE_integer("test_limit", None, "Use only the first N test examples.")
 flags.DEFINE_boolean("export_tflite", True, "Write float and 1-bit .tflite files.")
@@ -65,7 +69,9 @@ def config_from_flags() -> pipeline.TrainConfig:
     """Build the [`TrainConfig`][apps.pipeline.TrainConfig] from the parsed flags."""
     rho = [_number("rho", r) for r in FLAGS.rho]
     if len(rho) not in (1, 2):
-        raise ValueError(f"--rho={','.join(FLAGS.rho)!r} is invalid: expected rho or rho_pos,rho_neg.")
+        raise ValueError(
+            f"--rho={','.join(FLAGS.rho)!r} is invalid: expected rho or rho_pos,rho_neg."
+        )
     return pipeline.TrainConfig(
         dataset=FLAGS.dataset,
         model=FLAGS.model,
@@ -113,7 +119,9 @@ def main(argv: list[str]) -> int:
         return 2
     print()
     print(pipeline.final_table(summary))
-    print(f"\nEverything is in {os.path.abspath(config.model_dir)} (metrics.json, metrics.csv, plots, models).")
+    print(
+        f"\nEverything is in {os.path.abspath(config.model_dir)} (metrics.json, metrics.csv, plots, models)."
+    )
     return 0
 
 

@@ -143,7 +143,7 @@ class TuneConfig:
     warm_start_epochs: int = 1
     batch_size: int = 128
     learning_rate: float = 0.01
-    warm_start_learning_rate: float = 0.01
+    warm_start_learning_rate: float = 1e-3
     optimizer: str = "sgd"
     momentum: float = 0.9
     loss_reduction: str = "mean"
@@ -461,7 +461,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("warm_start_epochs", 1, "Warm-start epochs per trial (mappings only).")
     flags.DEFINE_integer("batch_size", 128, "Batch size.")
     flags.DEFINE_float("learning_rate", 0.01, "Fine-tuning learning rate.")
-    flags.DEFINE_float("warm_start_learning_rate", 0.01, "Adam learning rate of the warm start.")
+    flags.DEFINE_float("warm_start_learning_rate", 1e-3, "Adam learning rate of the warm start.")
     flags.DEFINE_string("optimizer", "sgd", f"One of {list(pipeline.OPTIMIZERS)}.")
     flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
     flags.DEFINE_string("loss_reduction", "mean", "mean (Eq. 16) or sum (Eq. 17).")

@@ -32,9 +32,13 @@ def test_corrected_loss_is_unbiased(rho_pos, rho_neg):
     l_plus = _np(losses.corrected_loss(q_hat, plus, rho_pos, rho_neg))
     l_minus = _np(losses.corrected_loss(q_hat, minus, rho_pos, rho_neg))
     # Eq. 11: true q = +1 is observed as -1 with rate rho_pos.
-    np.testing.assert_allclose((1 - rho_pos) * l_plus + rho_pos * l_minus, (q_hat - 1) ** 2, atol=1e-5)
+    np.testing.assert_allclose(
+        (1 - rho_pos) * l_plus + rho_pos * l_minus, (q_hat - 1) ** 2, atol=1e-5
+    )
     # Eq. 12: true q = -1 is observed as +1 with rate rho_neg.
-    np.testing.assert_allclose((1 - rho_neg) * l_minus + rho_neg * l_plus, (q_hat + 1) ** 2, atol=1e-5)
+    np.testing.assert_allclose(
+        (1 - rho_neg) * l_minus + rho_neg * l_plus, (q_hat + 1) ** 2, atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("rho", [0.0, 0.005, 0.2])
@@ -107,9 +111,17 @@ def test_mapping_preserves_kernel_shape():
             assert tuple(layer.binary_estimate().shape) == tuple(layer.kernel.shape)
     # The paper's widths: c -> 2c -> 2c -> c with 3x3 taps for a conv kernel.
     conv = model.layers[2]
-    assert [tuple(k.shape) for k in conv.mapping.conv_kernels] == [(3, 3, 8, 16), (3, 3, 16, 16), (3, 3, 16, 8)]
+    assert [tuple(k.shape) for k in conv.mapping.conv_kernels] == [
+        (3, 3, 8, 16),
+        (3, 3, 16, 16),
+        (3, 3, 16, 8),
+    ]
     dense = model.layers[-2]
-    assert [tuple(k.shape) for k in dense.mapping.conv_kernels] == [(1, 1, 8, 16), (1, 1, 16, 16), (1, 1, 16, 8)]
+    assert [tuple(k.shape) for k in dense.mapping.conv_kernels] == [
+        (1, 1, 8, 16),
+        (1, 1, 16, 16),
+        (1, 1, 16, 8),
+    ]
 
 
 def test_losses_one_term_per_layer_in_training_none_in_inference():
@@ -160,7 +172,10 @@ def test_forward_is_sign_of_q_hat_times_layer_scale():
     y = _np(layer(x, training=False))
     kernel = _np(layer.kernel)
     binary = np.where(_np(layer.binary_estimate()) >= 0, 1.0, -1.0).astype("float32")
-    expected = _np(keras.ops.conv(np.where(x >= 0, 1.0, -1.0).astype("float32"), binary)) * np.abs(kernel).mean()
+    expected = (
+        _np(keras.ops.conv(np.where(x >= 0, 1.0, -1.0).astype("float32"), binary))
+        * np.abs(kernel).mean()
+    )
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -184,14 +199,20 @@ def test_gradients_of_classification_and_noisy_supervision():
     grad_mapping = tape.gradient(supervision, mapping_vars)
     assert all(g is not None and np.any(g.numpy() != 0) for g in grad_mapping)
     # d(sum(labels * W))/dW == labels exactly: no gradient leaks through the labels.
-    np.testing.assert_array_equal(tape.gradient(through_labels, layer.kernel).numpy(), labels.numpy())
+    np.testing.assert_array_equal(
+        tape.gradient(through_labels, layer.kernel).numpy(), labels.numpy()
+    )
 
     # The kernel gradient is dℓ̃/dQ̂ · dQ̂/dW with the labels held as constants.
     constant_labels = tf.constant(labels.numpy())
     with tf.GradientTape() as tape:
         q_hat = layer.binary_estimate()
-        reference = tf.reduce_mean(losses.corrected_loss(q_hat, constant_labels, *layer.noise_rates))
-    np.testing.assert_allclose(grad_kernel, tape.gradient(reference, layer.kernel).numpy(), atol=1e-7)
+        reference = tf.reduce_mean(
+            losses.corrected_loss(q_hat, constant_labels, *layer.noise_rates)
+        )
+    np.testing.assert_allclose(
+        grad_kernel, tape.gradient(reference, layer.kernel).numpy(), atol=1e-7
+    )
     assert np.any(grad_kernel != 0)
 
 
@@ -222,14 +243,23 @@ def _baseline_bnn():
     x = keras.layers.BatchNormalization()(x)
     for filters in (16, 24):
         x = lns_keras.QuantConv2D(
-            filters, 3, padding="same", use_bias=False, input_quantizer="ste_sign",
-            kernel_quantizer="ste_sign", kernel_constraint="weight_clip", kernel_scale="layer",
+            filters,
+            3,
+            padding="same",
+            use_bias=False,
+            input_quantizer="ste_sign",
+            kernel_quantizer="ste_sign",
+            kernel_constraint="weight_clip",
+            kernel_scale="layer",
         )(x)
         x = keras.layers.BatchNormalization()(x)
     x = keras.layers.MaxPooling2D()(x)
     x = keras.layers.Flatten()(x)
     x = lns_keras.QuantDense(
-        32, input_quantizer="ste_sign", kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
+        32,
+        input_quantizer="ste_sign",
+        kernel_quantizer="ste_sign",
+        kernel_constraint="weight_clip",
         kernel_scale="layer",
     )(x)
     x = keras.layers.BatchNormalization()(x)
@@ -281,15 +311,25 @@ def test_warm_start_reaches_agreement_and_keeps_accuracy(pretrained):
     trainable_before = [v.trainable for v in lns_model.variables]
     kernels_before = [_np(v) for v in lns_model.variables if "mapping" not in v.path]
     convert.warm_start(
-        lns_model, images[:1000], y=labels[:1000], epochs=12, batch_size=50, loss=LOSS,
-        optimizer=keras.optimizers.Adam(1e-2), verbose=0,
+        lns_model,
+        images[:1000],
+        y=labels[:1000],
+        epochs=12,
+        batch_size=50,
+        loss=LOSS,
+        optimizer=keras.optimizers.Adam(1e-2),
+        verbose=0,
     )
     agreement = convert.sign_agreement(lns_model)
     assert agreement >= 0.99, agreement
     # Only the mappings moved; trainability is restored.
-    for before, variable in zip(kernels_before, [v for v in lns_model.variables if "mapping" not in v.path]):
+    for before, variable in zip(
+        kernels_before, [v for v in lns_model.variables if "mapping" not in v.path]
+    ):
         np.testing.assert_array_equal(before, _np(variable))
     assert [v.trainable for v in lns_model.variables] == trainable_before
+    lns_layers = [layer for layer in lns_model.layers if hasattr(layer, "mapping")]
+    assert all(layer.loss_reduction == "mean" and layer.alpha == 1.0 for layer in lns_layers)
     lns_model.compile(loss=LOSS, metrics=["accuracy"])
     lns_accuracy = lns_model.evaluate(images[1000:], labels[1000:], verbose=0)[1]
     assert lns_accuracy >= baseline_accuracy - 0.01, (lns_accuracy, baseline_accuracy)
@@ -303,7 +343,9 @@ def test_fold_predicts_the_same_and_has_no_mappings(pretrained):
     folded = convert.fold(lns_model)
     assert not any("mapping" in v.path for v in folded.variables)
     assert not any(hasattr(layer, "mapping") for layer in folded.layers)
-    diff = np.abs(folded.predict(images[:64], verbose=0) - lns_model.predict(images[:64], verbose=0))
+    diff = np.abs(
+        folded.predict(images[:64], verbose=0) - lns_model.predict(images[:64], verbose=0)
+    )
     assert diff.max() <= 1e-5
     baseline_stats, folded_stats = lns_keras.model_stats(model), lns_keras.model_stats(folded)
     assert baseline_stats == folded_stats
@@ -334,7 +376,11 @@ def test_flip_rate_logs_reach_csv_logger(pretrained, tmp_path):
     lns_model.compile(keras.optimizers.SGD(0.5), LOSS)
     csv = tmp_path / "log.csv"
     history = lns_model.fit(
-        images[:200], labels[:200], epochs=2, batch_size=50, verbose=0,
+        images[:200],
+        labels[:200],
+        epochs=2,
+        batch_size=50,
+        verbose=0,
         callbacks=[FlipRate(), keras.callbacks.CSVLogger(str(csv))],
     )
     header = csv.read_text().splitlines()[0].split(",")
@@ -435,7 +481,11 @@ MIRRORED_SCRIPT = textwrap.dedent(
 def test_mirrored_strategy_counts_the_corrected_loss_once():
     env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
-        [sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", MIRRORED_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     numbers = json.loads(result.stdout.strip().splitlines()[-1])

@@ -62,7 +62,7 @@ FINETUNE = dict(
     learning_rate=1e-4,
     schedule="cosine",
     warm_start_epochs=1,
-    warm_start_learning_rate=1e-2,
+    warm_start_learning_rate=1e-3,
 )
 TABLE_ARMS = {  # arm: (stage, alpha, rho)
     "finetune": ("finetune", None, None),
