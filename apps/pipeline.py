@@ -291,9 +291,8 @@ class _Run:
         self.chief = _is_chief(self.strategy)
         worker = getattr(getattr(self.strategy, "cluster_resolver", None), "task_id", 0)
         # Workers other than the chief write into their own scratch folder.
-        self.model_dir = (
-            config.model_dir if self.chief else os.path.join(config.model_dir, f".worker{worker}")
-        )
+        model_dir = os.path.abspath(config.model_dir)
+        self.model_dir = model_dir if self.chief else os.path.join(model_dir, f".worker{worker}")
         os.makedirs(self.model_dir, exist_ok=True)
         keras.utils.set_random_seed(config.seed)
         self.input_shape, self.num_classes = data.info(config.dataset)

@@ -70,6 +70,17 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, lce: bool = True) -> 
             f"`model` still has LNS layers {lns_layers}; fold it first with "
             "lns_keras.convert.fold(model)."
         )
+    destination = os.path.abspath(path)
+    cwd = os.getcwd()  # the TFLite converter may chdir into the temporary folder
+    try:
+        flatbuffer = _convert(model, lce)
+    finally:
+        os.chdir(cwd)
+    atomic_write_bytes(destination, flatbuffer)
+    return os.fspath(path)
+
+
+def _convert(model: keras.Model, lce: bool) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         saved_model = os.path.join(tmp, "saved_model")
         model.export(saved_model, format="tf_saved_model", verbose=False)
@@ -85,8 +96,7 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, lce: bool = True) -> 
             import tensorflow as tf
 
             flatbuffer = tf.lite.TFLiteConverter.from_saved_model(saved_model).convert()
-    atomic_write_bytes(path, flatbuffer)
-    return os.fspath(path)
+    return flatbuffer
 
 
 def tflite_op_names(flatbuffer: bytes) -> list[str]:
@@ -102,7 +112,9 @@ def tflite_op_names(flatbuffer: bytes) -> list[str]:
     from tensorflow.lite.python import schema_util
 
     builtin_names = {
-        code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")
+        code: name
+        for name, code in vars(schema.BuiltinOperator).items()
+        if not name.startswith("_")
     }
     model = schema.Model.GetRootAsModel(flatbuffer, 0)
     names = []

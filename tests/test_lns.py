@@ -423,11 +423,13 @@ def test_lce_export_of_folded_model_matches_keras(pretrained, tmp_path):
     folded = convert.fold(lns_model)
     with pytest.raises(ValueError, match="fold"):
         lns_keras.export.to_tflite(lns_model, tmp_path / "x.tflite")
+    cwd = os.getcwd()
     path = lns_keras.export.to_tflite(folded, tmp_path / "m.tflite", lce=True)
     flatbuffer = open(path, "rb").read()
     ops = lns_keras.export.tflite_op_names(flatbuffer)
     assert "LceBconv2d" in ops
     assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+    assert os.getcwd() == cwd  # the converters' chdir is undone
     x = np.random.default_rng(5).normal(size=(100, 10, 10, 1)).astype("float32")
     interpreter = Interpreter(flatbuffer, num_threads=1)
     lce_logits = np.concatenate([interpreter.predict(x[i : i + 1]) for i in range(100)])

@@ -71,8 +71,8 @@ TABLE_ARMS = {  # arm: (stage, alpha, rho)
 }
 # Figs. 4 and 5: alpha swept at rho = 0.005, rho swept at alpha = 1 (seed 0). The points
 # alpha = 0 and alpha = 1, rho = 0.005 are the table's arms "lns_alpha0" and "lns".
-ALPHAS = (0.1, 0.5, 2.0, 5.0)
-RHOS = (0.0, 0.001, 0.01, 0.05, 0.2)
+ALPHAS = (0.1, 2.0, 5.0)
+RHOS = (0.0, 0.05, 0.2)
 
 
 def read_rows() -> list[dict]:
