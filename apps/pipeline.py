@@ -480,6 +480,7 @@ class _Run:
                 self._compile(model, "sgd")
                 warm = {
                     "pretrained": pretrained_path,
+                    # the converted model, before the warm start
                     "pretrained_accuracy": self._evaluate(model),
                     "agreement_before": lns_keras.convert.sign_agreement(model),
                 }
@@ -672,7 +673,8 @@ def final_table(summary: dict[str, Any]) -> str:
         lns = stages["lns"]
         lines.append("")
         lines.append(
-            f"LNS: pretrained {100 * lns['pretrained_accuracy']:.2f}% -> after warm start "
+            f"LNS: converted {100 * lns['pretrained_accuracy']:.2f}% (sign(Q̂) = sign(W) on "
+            f"{100 * lns['agreement_before']:.2f}%) -> after warm start "
             f"{100 * lns['warm_start_accuracy']:.2f}% (sign(Q̂) = sign(W) on "
             f"{100 * lns['agreement_after']:.2f}% of weights) -> fine-tuned {100 * lns['lns_accuracy']:.2f}% "
             f"-> folded {100 * lns['test_accuracy']:.2f}%"
