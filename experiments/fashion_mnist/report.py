@@ -2,8 +2,9 @@
 
     python experiments/fashion_mnist/report.py
 
-Writes `docs/results/table1.md` (best (mean ± std) per arm), `docs/results/sweeps.md`,
-and the PNG plots `alpha.png`, `rho.png`, `curves.png` into `docs/results/`.
+Writes `table1.md` (best (mean ± std) per arm) and `sweeps.md` beside this file (the
+results page includes them) and the PNG plots `alpha.png`, `rho.png`, `curves.png` into
+`docs/results/`.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def plot_curves(seeds, path):
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     all_rows = rows()
-    with open(os.path.join(OUT, "table1.md"), "w") as f:
+    with open(os.path.join(HERE, "table1.md"), "w") as f:
         f.write(table(all_rows))
     reference = []
     for arm, style in (("baseline", ":"), ("finetune", "--")):
@@ -153,11 +154,11 @@ def main() -> None:
             lines.append("|---|" + "---|" * len(points))
             lines.append("| test accuracy (%) | " + " | ".join(pct(a) for _, a in points) + " |")
             lines.append("")
-    with open(os.path.join(OUT, "sweeps.md"), "w") as f:
+    with open(os.path.join(HERE, "sweeps.md"), "w") as f:
         f.write("\n".join(lines))
     seeds = sorted({int(r["seed"]) for r in all_rows})
     plot_curves(seeds, os.path.join(OUT, "curves.png"))
-    print(open(os.path.join(OUT, "table1.md")).read())
+    print(open(os.path.join(HERE, "table1.md")).read())
     print("\n".join(lines))
 
 

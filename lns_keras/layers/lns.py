@@ -99,12 +99,11 @@ class _LNSMixin:
         q_hat = self.binary_estimate()
         if training and self.alpha > 0:
             self.add_loss(self.alpha * self.noisy_supervision_loss(q_hat))  # Eq. 21
-        return self.kernel_quantizer(q_hat) if self.kernel_quantizer else q_hat
+        return self._quantize_kernel(q_hat)
 
     def binary_kernel(self):
         """The kernel's quantized values without scale: `kernel_quantizer(Q̂)`."""
-        q_hat = self.binary_estimate()
-        return self.kernel_quantizer(q_hat) if self.kernel_quantizer else q_hat
+        return self._quantize_kernel(self.binary_estimate())
 
     def _lns_config(self) -> dict[str, Any]:
         return {

@@ -71,7 +71,9 @@ class _QuantizedMixin:
 
     def binary_kernel(self):
         """The quantized kernel without its scale: `kernel_quantizer(W)` (or `W`)."""
-        kernel = self.kernel
+        return self._quantize_kernel(self.kernel)
+
+    def _quantize_kernel(self, kernel):
         return self.kernel_quantizer(kernel) if self.kernel_quantizer else kernel
 
     def _quantization_config(self) -> dict[str, Any]:
