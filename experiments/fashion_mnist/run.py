@@ -30,6 +30,8 @@ from lns_keras.export import atomic_write_bytes  # noqa: E402
 RUNS_CSV = os.path.join(HERE, "runs.csv")
 CURVES = os.path.join(HERE, "curves")
 MODEL_DIR = os.path.join(ROOT, "runs", "fashion_mnist_ablation")
+# Claims of runs in progress: delete this folder after a crash, before starting again.
+CLAIMS = os.path.join(MODEL_DIR, "claims")
 FIELDS = [
     "arm",
     "seed",
@@ -83,6 +85,14 @@ def read_rows() -> list[dict]:
 
 
 def append_row(row: dict) -> None:
+    import fcntl
+
+    with open(RUNS_CSV + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # other runners append too
+        _append_row(row)
+
+
+def _append_row(row: dict) -> None:
     rows = read_rows() + [row]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=FIELDS)
@@ -99,8 +109,18 @@ def baseline_path() -> str:
     return os.path.join(MODEL_DIR, "baseline_s0", "baseline", "final.keras")
 
 
+def claim(arm: str, seed: int) -> bool:
+    """Claim a run for this process (several runners may share the work); False if taken."""
+    os.makedirs(CLAIMS, exist_ok=True)
+    try:
+        os.close(os.open(os.path.join(CLAIMS, f"{arm}_s{seed}"), os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        return False
+    return True
+
+
 def run_arm(arm: str, seed: int, config: dict, alpha=None, rho=None) -> None:
-    if done(arm, seed):
+    if done(arm, seed) or not claim(arm, seed):
         return
     print(f"\n=== {arm} seed {seed} ===", flush=True)
     model_dir = os.path.join(MODEL_DIR, f"{arm}_s{seed}")
@@ -135,52 +155,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=("table", "sweep", "float"), default=None)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--reverse", action="store_true", help="take the runs in reverse order (a second runner)"
+    )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
+    jobs = list(_jobs(args.only, seeds))
+    for arm, seed, config, alpha, rho in reversed(jobs) if args.reverse else jobs:
+        run_arm(arm, seed, config, alpha, rho)
 
-    run_arm("baseline", 0, BASELINE)
-    if args.only in (None, "table"):
+
+def _jobs(only, seeds):
+    """(arm, seed, config, alpha, rho) of every run, baseline first."""
+    if not done("baseline", 0):  # every other run starts from it
+        yield "baseline", 0, BASELINE, None, None
+        return
+    if only in (None, "table"):
         for seed in seeds:
             for arm, (stage, alpha, rho) in TABLE_ARMS.items():
                 extra = {} if alpha is None else {"alpha": alpha, "rho": rho}
-                run_arm(
-                    arm,
-                    seed,
-                    {**FINETUNE, **extra, "stage": stage, "pretrained": baseline_path()},
-                    alpha,
-                    rho,
-                )
-    if args.only in (None, "float"):
-        run_arm("float", 0, {**BASELINE, "stage": "float"})
-    if args.only in (None, "sweep"):
+                config = {**FINETUNE, **extra, "stage": stage, "pretrained": baseline_path()}
+                yield arm, seed, config, alpha, rho
+    if only in (None, "float"):
+        yield "float", 0, {**BASELINE, "stage": "float"}, None, None
+    if only in (None, "sweep"):
+        lns = {**FINETUNE, "stage": "lns", "pretrained": baseline_path()}
         for alpha in ALPHAS:
-            run_arm(
-                f"alpha={alpha}",
-                0,
-                {
-                    **FINETUNE,
-                    "stage": "lns",
-                    "alpha": alpha,
-                    "rho": 0.005,
-                    "pretrained": baseline_path(),
-                },
-                alpha,
-                0.005,
-            )
+            yield f"alpha={alpha}", 0, {**lns, "alpha": alpha, "rho": 0.005}, alpha, 0.005
         for rho in RHOS:
-            run_arm(
-                f"rho={rho}",
-                0,
-                {
-                    **FINETUNE,
-                    "stage": "lns",
-                    "alpha": 1.0,
-                    "rho": rho,
-                    "pretrained": baseline_path(),
-                },
-                1.0,
-                rho,
-            )
+            yield f"rho={rho}", 0, {**lns, "alpha": 1.0, "rho": rho}, 1.0, rho
 
 
 if __name__ == "__main__":
