@@ -18,6 +18,9 @@ def binary_signs(model: keras.Model) -> dict[str, np.ndarray]:
 
     Returns:
         A dict from layer name to a boolean array (`True` where the binary weight is +1).
+
+    Raises:
+        AttributeError: If `model` is not a Keras model or layer.
     """
     signs = {}
     for layer in model._flatten_layers(include_self=False):
@@ -47,6 +50,10 @@ class FlipRate(keras.callbacks.Callback):
         reference: Signs to measure `flip_rate_total` against, e.g.
             `binary_signs(pretrained_baseline)`; default: the signs when training begins.
         per_layer: Whether to log the per-layer rates.
+
+    Raises:
+        ValueError: From NumPy, at the end of an epoch, if `reference` holds signs whose
+            shape does not broadcast against the layer's binary kernel.
 
     Example:
         ```python

@@ -24,6 +24,7 @@ class WeightClip(keras.constraints.Constraint):
 
     Raises:
         ValueError: If `clip_value` is not positive.
+        TypeError: If `clip_value` cannot be compared with 0 (e.g. `None` or a string).
 
     Example:
         ```python

@@ -25,7 +25,18 @@ _LNS_KEYS = ("alpha", "rho", "loss_reduction", "noisy_labels", "mapping_width")
 
 
 def is_binary_layer(layer) -> bool:
-    """Whether `layer` is a `QuantConv2D` / `QuantDense` with 1-bit input and kernel."""
+    """Whether `layer` is a `QuantConv2D` / `QuantDense` with 1-bit input and kernel.
+
+    Args:
+        layer: Any object.
+
+    Returns:
+        `True` for a `QuantConv2D` or `QuantDense` (LNS layers included) whose input and
+        kernel quantizers both have precision 1.
+
+    Raises:
+        Nothing: Any object is accepted; everything else gives `False`.
+    """
     return (
         isinstance(layer, QuantConv2D | QuantDense)
         and getattr(layer.input_quantizer, "precision", None) == 1
@@ -68,8 +79,9 @@ def to_lns(model: keras.Model, *, include_dense: bool = True, **lns_kwargs: Any)
         A new, uncompiled model.
 
     Raises:
-        ValueError: If `model` is not built, has no binary layer, or an LNS argument is
-            invalid.
+        ValueError: If `model` is not a built `keras.Model`, has no binary layer to
+            convert, or an LNS argument is unknown or invalid; from Keras, if `model` is
+            a subclassed model (only Sequential and functional models can be cloned).
 
     Example:
         ```python
@@ -122,7 +134,9 @@ def fold(model: keras.Model) -> keras.Model:
         A new, uncompiled model without mapping networks.
 
     Raises:
-        ValueError: If a layer's `kernel_quantizer` does not produce ±1 values.
+        ValueError: If `model` is not a built `keras.Model`, or a layer's
+            `kernel_quantizer` does not produce ±1 values; from Keras, if `model` is a
+            subclassed model (only Sequential and functional models can be cloned).
 
     Example:
         ```python
@@ -172,6 +186,7 @@ def sign_agreement(model: keras.Model) -> float:
 
     Raises:
         ValueError: If the model has no LNS layer.
+        AttributeError: If `model` is not a Keras model.
     """
     agree = total = 0
     for layer in _all_layers(model):
@@ -229,8 +244,10 @@ def warm_start(
         The `History` of the warm-start fit.
 
     Raises:
-        ValueError: If `epochs` < 0, `alpha` < 0, an unknown `loss_reduction`, or the
-            model has no LNS layer.
+        ValueError: If `epochs` is not an integer ≥ 0, `alpha` < 0, `loss_reduction` is
+            unknown, or the model has no LNS layer; from Keras, e.g. if `data` does not
+            fit the model. Whatever `compile` or `fit` raise propagates after the
+            trainability and the layers' `alpha` and `loss_reduction` are restored.
 
     Example:
         ```python

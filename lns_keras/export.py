@@ -25,6 +25,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     Args:
         path: Destination file.
         data: The bytes to write.
+
+    Raises:
+        OSError: If the folder cannot be created or the file cannot be written; the
+            temporary file is removed and `path` is left as it was.
+        TypeError: If `data` is not bytes-like.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
@@ -58,6 +63,7 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, lce: bool = True) -> 
     Raises:
         ValueError: If `model` still has LNS layers.
         ImportError: If `lce=True` and larq-compute-engine is not installed.
+        OSError: If `path` cannot be written.
 
     Example:
         ```python
@@ -107,6 +113,10 @@ def tflite_op_names(flatbuffer: bytes) -> list[str]:
 
     Returns:
         The names of the operator codes, e.g. `["CONV_2D", "LceBconv2d", ...]`.
+
+    Raises:
+        struct.error: From the flatbuffer reader, if `flatbuffer` is not a TFLite model
+            (e.g. empty or truncated).
     """
     from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.python import schema_util
@@ -139,6 +149,8 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> str:
 
     Raises:
         ValueError: If `path` does not end in `.keras`.
+        OSError: If the folder cannot be created or the file cannot be written; `path`
+            is left as it was.
     """
     path = os.fspath(path)
     if not path.endswith(".keras"):

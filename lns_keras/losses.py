@@ -26,7 +26,8 @@ def check_noise_rates(rho_pos: float, rho_neg: float) -> None:
         rho_neg: $\\rho_{-1}$.
 
     Raises:
-        ValueError: Naming the bad value.
+        ValueError: If a rate is not a number ≥ 0 or `rho_pos + rho_neg >= 1`; the
+            message names the bad value.
     """
     for name, value in (("rho_pos", rho_pos), ("rho_neg", rho_neg)):
         if not (isinstance(value, int | float) and value >= 0):
@@ -39,7 +40,20 @@ def check_noise_rates(rho_pos: float, rho_neg: float) -> None:
 
 
 def squared_error(q_hat, y):
-    """The base loss $\\ell(\\hat q, y) = (\\hat q - y)^2$ (Eq. 6)."""
+    """The base loss $\\ell(\\hat q, y) = (\\hat q - y)^2$ (Eq. 6).
+
+    Args:
+        q_hat: Predictions $\\hat q$: a tensor or an array.
+        y: Targets, broadcastable against `q_hat`.
+
+    Returns:
+        The element-wise squared error, of the broadcast shape.
+
+    Raises:
+        tensorflow.errors.InvalidArgumentError: From TensorFlow, if the shapes of two
+            tensors do not broadcast (two NumPy arrays raise `ValueError` instead).
+        TypeError: If `q_hat` and `y` cannot be subtracted, e.g. two Python lists.
+    """
     return ops.square(q_hat - y)
 
 
@@ -64,7 +78,11 @@ def corrected_loss(q_hat, q_noisy, rho_pos: float, rho_neg: float):
         The element-wise loss, same shape as `q_hat`.
 
     Raises:
-        ValueError: If a rate is negative or `rho_pos + rho_neg >= 1`.
+        ValueError: If a rate is not a number ≥ 0 or `rho_pos + rho_neg >= 1`.
+        AttributeError: If `q_hat` has no `dtype`, e.g. a Python list (pass a tensor or
+            an array).
+        tensorflow.errors.InvalidArgumentError: From TensorFlow, if the shapes of
+            `q_hat` and `q_noisy` do not broadcast.
 
     Example:
         ```python

@@ -36,12 +36,15 @@ class BinarizationMapping(keras.layers.Layer):
         **kwargs: Passed to `keras.layers.Layer`.
 
     Raises:
-        ValueError: If `width` is not a positive integer.
+        ValueError: If `width` is not a positive integer or `initialization` is not one
+            of the two; from Keras, for a keyword argument `keras.layers.Layer` does not
+            take, or when called on a kernel that is neither 2-D (dense) nor 4-D (conv).
 
     Example:
         ```python
-        mapping = BinarizationMapping(width=2)
-        q_hat = mapping(kernel)  # kernel: (3, 3, 64, 128) -> q_hat: (3, 3, 64, 128)
+        mapping = lns_keras.BinarizationMapping(width=2)
+        kernel = keras.random.normal((3, 3, 4, 8))  # a conv kernel (k, k, c, n)
+        q_hat = mapping(kernel)  # the same shape, (3, 3, 4, 8)
         ```
     """
 

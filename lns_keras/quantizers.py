@@ -103,6 +103,9 @@ def sign(x):
 
     Returns:
         A tensor of the same shape and dtype as `x` holding ±1.
+
+    Raises:
+        ValueError: From the backend, if `x` cannot be converted to a tensor.
     """
     return ops.sign(ops.sign(x) + 0.1)
 
@@ -115,6 +118,9 @@ def heaviside(x):
 
     Returns:
         A tensor of the same shape and dtype as `x` holding 0 or 1.
+
+    Raises:
+        ValueError: From the backend, if `x` cannot be converted to a tensor.
     """
     return ops.sign(ops.relu(x))
 
@@ -131,6 +137,9 @@ def ste_sign(x, clip_value: float | None = 1.0):
 
     Returns:
         The binarized tensor.
+
+    Raises:
+        ValueError: From the backend, if `x` cannot be converted to a tensor.
     """
 
     @ops.custom_gradient
@@ -153,6 +162,9 @@ def approx_sign(x):
 
     Returns:
         The binarized tensor.
+
+    Raises:
+        ValueError: From the backend, if `x` cannot be converted to a tensor.
     """
 
     @ops.custom_gradient
@@ -178,6 +190,9 @@ def swish_sign(x, beta: float = 5.0):
 
     Returns:
         The binarized tensor.
+
+    Raises:
+        ValueError: From the backend, if `x` cannot be converted to a tensor.
     """
 
     @ops.custom_gradient
@@ -212,6 +227,12 @@ def ste_tern(
 
     Returns:
         The ternarized tensor.
+
+    Raises:
+        TypeError: If `ternary_weight_networks=False` and `x` cannot be added to the
+            threshold, e.g. a Python list (pass a tensor or a NumPy array).
+        ValueError: From the backend, if `ternary_weight_networks=True` and `x` cannot be
+            converted to a tensor.
     """
 
     @ops.custom_gradient
@@ -241,6 +262,9 @@ def ste_heaviside(x, clip_value: float | None = 1.0):
 
     Returns:
         The tensor of zeros and ones.
+
+    Raises:
+        ValueError: From the backend, if `x` cannot be converted to a tensor.
     """
 
     @ops.custom_gradient
@@ -256,6 +280,17 @@ def ste_heaviside(x, clip_value: float | None = 1.0):
 @keras.saving.register_keras_serializable(package="lns_keras")
 class Quantizer(keras.layers.Layer):
     """Base class of quantizers.
+
+    Subclasses implement `call`; the base class only holds `precision`.
+
+    Keyword Args:
+        **kwargs: The keyword arguments of `keras.layers.Layer` (`name`, `dtype`,
+            `trainable`, ...); this class has no `__init__` of its own.
+
+    Raises:
+        ValueError: From Keras, for a keyword argument `keras.layers.Layer` does not take,
+            or when called on something that is not a tensor or an array (e.g. a list).
+        NotImplementedError: From Keras, when the base class itself is called.
 
     Attributes:
         precision: Bits of the output (1 for binary quantizers), read by
@@ -286,6 +321,8 @@ class NoOp(Quantizer):
 
     Raises:
         ValueError: If `precision` is not a positive integer.
+        ValueError: From Keras, for a keyword argument `keras.layers.Layer` does not take,
+            or when called on something that is not a tensor or an array (e.g. a list).
 
     Example:
         ```python
@@ -325,6 +362,8 @@ class SteSign(Quantizer):
 
     Raises:
         ValueError: If `clip_value` is not positive.
+        ValueError: From Keras, for a keyword argument `keras.layers.Layer` does not take,
+            or when called on something that is not a tensor or an array (e.g. a list).
 
     Example:
         ```python
@@ -357,7 +396,13 @@ class ApproxSign(Quantizer):
 
     Reference: Liu et al., *Bi-Real Net*, ECCV 2018.
 
-    Takes the keyword arguments of `keras.layers.Layer` (`name`, `dtype`, ...).
+    Keyword Args:
+        **kwargs: The keyword arguments of `keras.layers.Layer` (`name`, `dtype`,
+            `trainable`, ...); this class has no `__init__` of its own.
+
+    Raises:
+        ValueError: From Keras, for a keyword argument `keras.layers.Layer` does not take,
+            or when called on something that is not a tensor or an array (e.g. a list).
 
     Example:
         ```python
@@ -387,6 +432,8 @@ class SteHeaviside(Quantizer):
 
     Raises:
         ValueError: If `clip_value` is not positive.
+        ValueError: From Keras, for a keyword argument `keras.layers.Layer` does not take,
+            or when called on something that is not a tensor or an array (e.g. a list).
 
     Example:
         ```python
@@ -425,6 +472,8 @@ class SwishSign(Quantizer):
 
     Raises:
         ValueError: If `beta` is not positive.
+        ValueError: From Keras, for a keyword argument `keras.layers.Layer` does not take,
+            or when called on something that is not a tensor or an array (e.g. a list).
 
     Example:
         ```python
@@ -464,6 +513,8 @@ class MagnitudeAwareSign(Quantizer):
 
     Raises:
         ValueError: If `clip_value` is not positive.
+        ValueError: From Keras, for a keyword argument `keras.layers.Layer` does not take,
+            or when called on something that is not a tensor or an array (e.g. a list).
 
     Example:
         ```python
@@ -508,6 +559,8 @@ class SteTern(Quantizer):
 
     Raises:
         ValueError: If `threshold_value` is negative or `clip_value` is not positive.
+        ValueError: From Keras, for a keyword argument `keras.layers.Layer` does not take,
+            or when called on something that is not a tensor or an array (e.g. a list).
 
     Example:
         ```python
@@ -568,7 +621,9 @@ class DoReFa(Quantizer):
         **kwargs: Passed to `keras.layers.Layer`.
 
     Raises:
-        ValueError: If `k_bit` < 1 or `mode` is not one of the two.
+        ValueError: If `k_bit` is not an integer ≥ 1 or `mode` is not one of the two.
+        ValueError: From Keras, for a keyword argument `keras.layers.Layer` does not take,
+            or when called on something that is not a tensor or an array (e.g. a list).
 
     Example:
         ```python
@@ -625,6 +680,10 @@ def serialize(quantizer: Quantizer | Callable | None) -> dict | str | None:
 
     Returns:
         The Keras serialization of `quantizer`, or `None`.
+
+    Raises:
+        TypeError: From Keras, if `quantizer` is an object Keras cannot serialize (one
+            without `get_config`).
     """
     if quantizer is None:
         return None
@@ -644,6 +703,8 @@ def deserialize(config: dict | str, custom_objects: dict | None = None) -> Quant
 
     Raises:
         ValueError: If the name is unknown.
+        TypeError: From Keras, if the config names a class that is neither registered
+            nor in `custom_objects`.
     """
     if isinstance(config, str):
         return get(config)
@@ -664,6 +725,7 @@ def get(identifier: Any) -> Quantizer | Callable | None:
 
     Raises:
         ValueError: If `identifier` is an unknown name or cannot be interpreted.
+        TypeError: From Keras, if a config names a class that is not registered.
     """
     if identifier is None:
         return None

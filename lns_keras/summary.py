@@ -24,9 +24,11 @@ BINARY_OPS_PER_FLOP = 64  # paper §4.3
 
 @dataclasses.dataclass(frozen=True)
 class LayerStats:
-    """Statistics of one layer.
+    """Statistics of one layer, as [`model_stats`][lns_keras.summary.model_stats] builds it.
 
-    Attributes:
+    Each argument is kept as the attribute of the same name.
+
+    Args:
         name: The layer's name.
         layer_type: Its class name.
         output_shape: Its output shape (batch axis `None`).
@@ -34,6 +36,11 @@ class LayerStats:
         params_32bit: Number of 32-bit parameters.
         binary_macs: Binary multiply-accumulates per example.
         float_macs: Real-valued multiply-accumulates per example.
+
+    Raises:
+        TypeError: If an argument is missing.
+        dataclasses.FrozenInstanceError: On assignment to an attribute; the statistics
+            are frozen.
 
     Example:
         ```python
@@ -65,8 +72,14 @@ class LayerStats:
 class ModelStats:
     """Statistics of a model: totals and a `LayerStats` per layer.
 
-    Attributes:
-        layers: One [`LayerStats`][lns_keras.summary.LayerStats] per layer, in order.
+    Args:
+        layers: One [`LayerStats`][lns_keras.summary.LayerStats] per layer, in order;
+            kept as the attribute `layers`.
+
+    Raises:
+        TypeError: If `layers` is missing.
+        dataclasses.FrozenInstanceError: On assignment to `layers`; the statistics are
+            frozen.
 
     Example:
         ```python

@@ -73,36 +73,90 @@ class _LNSMixin:
             self.snapshot_labels()
 
     def snapshot_labels(self) -> None:
-        """Freeze the current `sign(W)` as the noisy labels (`noisy_labels="pretrained"`)."""
+        """Freeze the current `sign(W)` as the noisy labels (`noisy_labels="pretrained"`).
+
+        Does nothing with `noisy_labels="latent"`. Building the layer takes a first
+        snapshot; call this again after assigning new weights to `kernel`.
+
+        Raises:
+            AttributeError: If `noisy_labels="pretrained"` and the layer is not built yet.
+        """
         if self.noisy_labels == "pretrained":
             self.pretrained_labels.assign(quantizers.sign(self.kernel))
 
     def binary_estimate(self):
-        """$\\hat Q = f_\\theta(W)$ (Eq. 4), real-valued, the same in training and inference."""
+        """$\\hat Q = f_\\theta(W)$ (Eq. 4), real-valued, the same in training and inference.
+
+        Returns:
+            A real-valued tensor of the kernel's shape.
+
+        Raises:
+            AttributeError: From Keras, if the layer is not built yet (it has no `kernel`).
+        """
         return self.mapping(self.kernel)
 
     def noisy_targets(self):
         """$\\tilde Q$: `sign(W)` of the current latent weights (Algorithm 1, line 3), or the
-        frozen pretrained snapshot; never a path for gradients."""
+        frozen pretrained snapshot; never a path for gradients.
+
+        Returns:
+            A tensor of ±1 of the kernel's shape, with gradients stopped.
+
+        Raises:
+            AttributeError: From Keras, if the layer is not built yet (it has no `kernel`).
+        """
         if self.noisy_labels == "pretrained":
             return ops.stop_gradient(self.pretrained_labels)
         return ops.stop_gradient(quantizers.sign(self.kernel))
 
     def noisy_supervision_loss(self, q_hat):
-        """The layer loss $\\tilde\\ell_i$: mean (Eq. 16) or sum (Eq. 17) of Eq. 15."""
+        """The layer loss $\\tilde\\ell_i$: mean (Eq. 16) or sum (Eq. 17) of Eq. 15.
+
+        Args:
+            q_hat: $\\hat Q$, as from `binary_estimate()`: a tensor of the kernel's shape.
+
+        Returns:
+            A scalar tensor, reduced as `loss_reduction` says and not yet weighted by
+            `alpha`.
+
+        Raises:
+            AttributeError: From Keras, if the layer is not built yet; or if `q_hat` has
+                no `dtype` (e.g. a Python list).
+            tensorflow.errors.InvalidArgumentError: From TensorFlow, if the shape of
+                `q_hat` does not broadcast against the kernel's.
+        """
         elementwise = losses.corrected_loss(q_hat, self.noisy_targets(), *self.noise_rates)
         if self.loss_reduction == "sum":
             return ops.sum(elementwise)  # Eq. 17
         return ops.mean(elementwise)  # Eq. 16
 
     def quantized_kernel(self, training=None):
+        """The kernel the layer multiplies with: `kernel_quantizer(Q̂)`, without its scale.
+
+        Args:
+            training: When true and `alpha > 0`, also add `alpha · ℓ̃_i` to the layer's
+                losses through `add_loss` (Eq. 21).
+
+        Returns:
+            A tensor of the kernel's shape.
+
+        Raises:
+            AttributeError: From Keras, if the layer is not built yet (it has no `kernel`).
+        """
         q_hat = self.binary_estimate()
         if training and self.alpha > 0:
             self.add_loss(self.alpha * self.noisy_supervision_loss(q_hat))  # Eq. 21
         return self._quantize_kernel(q_hat)
 
     def binary_kernel(self):
-        """The kernel's quantized values without scale: `kernel_quantizer(Q̂)`."""
+        """The kernel's quantized values without scale: `kernel_quantizer(Q̂)`.
+
+        Returns:
+            A tensor of the kernel's shape (±1 with the default `kernel_quantizer`).
+
+        Raises:
+            AttributeError: From Keras, if the layer is not built yet (it has no `kernel`).
+        """
         return self._quantize_kernel(self.binary_estimate())
 
     def _lns_config(self) -> dict[str, Any]:
@@ -144,8 +198,12 @@ class LNSQuantConv2D(_LNSMixin, QuantConv2D):
         **kwargs: Every other argument of `QuantConv2D` / `keras.layers.Conv2D`.
 
     Raises:
-        ValueError: For a negative `alpha`, invalid noise rates, or an unknown
-            `loss_reduction`, `noisy_labels` or `kernel_scale`; each names the value.
+        ValueError: For a negative `alpha`; invalid noise rates (a rate < 0, a sum ≥ 1,
+            or a sequence that is not a pair); a `mapping_width` that is not a positive
+            integer; an unknown `loss_reduction`, `noisy_labels`, `kernel_scale`,
+            quantizer or constraint; each names the value. From Keras: any argument
+            `keras.layers.Conv2D` rejects, or a call on an input whose rank or channel
+            count does not fit the layer.
 
     Example:
         ```python
@@ -208,7 +266,8 @@ class LNSQuantDense(_LNSMixin, QuantDense):
         **kwargs: Every other argument of `QuantDense` / `keras.layers.Dense`.
 
     Raises:
-        ValueError: As for [`LNSQuantConv2D`][lns_keras.LNSQuantConv2D].
+        ValueError: As for [`LNSQuantConv2D`][lns_keras.LNSQuantConv2D], with
+            `keras.layers.Dense` in place of `keras.layers.Conv2D`.
 
     Example:
         ```python
@@ -246,5 +305,15 @@ class LNSQuantDense(_LNSMixin, QuantDense):
 
 
 def is_lns_layer(layer) -> bool:
-    """Whether `layer` is an LNS layer (owns a binarization mapping)."""
+    """Whether `layer` is an LNS layer (owns a binarization mapping).
+
+    Args:
+        layer: Any object.
+
+    Returns:
+        `True` for an `LNSQuantConv2D` or `LNSQuantDense` (or a subclass).
+
+    Raises:
+        Nothing: Any object is accepted; everything else gives `False`.
+    """
     return isinstance(layer, _LNSMixin)

@@ -23,6 +23,7 @@ from lns_keras import constraints, quantizers
 __all__ = ["KERNEL_SCALES", "QuantConv2D", "QuantDense", "kernel_scale_factor"]
 
 KERNEL_SCALES = ("layer", "channel", None)
+"""The values `kernel_scale` takes: `"layer"`, `"channel"` and `None`."""
 
 
 def check_kernel_scale(kernel_scale: str | None) -> None:
@@ -38,10 +39,16 @@ def kernel_scale_factor(kernel, kernel_scale: str | None):
     Args:
         kernel: The latent real kernel, output channels last.
         kernel_scale: `"layer"` (mean |W|, a scalar), `"channel"` (mean |W| per output
-            channel) or `None` (no scale).
+            channel) or `None` (no scale). Not checked here (the layers check it): any
+            other value is read as `"channel"`.
 
     Returns:
         A scalar or a vector of length `kernel.shape[-1]`, or `None`.
+
+    Raises:
+        AttributeError: If `kernel` has no `dtype`, e.g. a Python list (pass a tensor, a
+            variable or a NumPy array).
+        ValueError: From the backend, if `kernel` cannot be converted to a tensor.
     """
     if kernel_scale is None:
         return None
@@ -66,11 +73,31 @@ class _QuantizedMixin:
         self.kernel_scale = kernel_scale
 
     def quantized_kernel(self, training=None):
-        """The kernel the layer multiplies with: `kernel_quantizer(W)` (or `W`)."""
+        """The kernel the layer multiplies with: `kernel_quantizer(W)` (or `W`).
+
+        The output scale (`kernel_scale`) is applied to the layer's output, not here.
+
+        Args:
+            training: Whether the layer runs in training. Unused by the plain layers; the
+                LNS layers add their noisy-supervision loss when it is true.
+
+        Returns:
+            A tensor of the kernel's shape.
+
+        Raises:
+            AttributeError: From Keras, if the layer is not built yet (it has no `kernel`).
+        """
         return self.binary_kernel()
 
     def binary_kernel(self):
-        """The quantized kernel without its scale: `kernel_quantizer(W)` (or `W`)."""
+        """The quantized kernel without its scale: `kernel_quantizer(W)` (or `W`).
+
+        Returns:
+            A tensor of the kernel's shape (±1 for a 1-bit `kernel_quantizer`).
+
+        Raises:
+            AttributeError: From Keras, if the layer is not built yet (it has no `kernel`).
+        """
         return self._quantize_kernel(self.kernel)
 
     def _quantize_kernel(self, kernel):
@@ -108,6 +135,9 @@ class QuantConv2D(_QuantizedMixin, keras.layers.Conv2D):
 
     $$y = \operatorname{conv}(q_a(x),\, q_w(W)) \cdot s(W) + b$$
 
+    `data_format="channels_first"` and `groups > 1` work as in Keras, with every
+    `kernel_scale`.
+
     Args:
         filters: Number of output channels.
         kernel_size: Height and width of the kernel.
@@ -119,10 +149,9 @@ class QuantConv2D(_QuantizedMixin, keras.layers.Conv2D):
         **kwargs: Every other argument of `keras.layers.Conv2D`.
 
     Raises:
-        ValueError: For an unknown quantizer or `kernel_scale`, or any argument that
-            `keras.layers.Conv2D` rejects. `data_format="channels_first"` and
-            `groups > 1` are supported as in Keras only with `kernel_scale=None` or
-            `"layer"`.
+        ValueError: For an unknown quantizer, constraint or `kernel_scale`, or any
+            argument that `keras.layers.Conv2D` rejects (e.g. `filters=0`); from Keras,
+            when called on an input whose rank or channel count does not fit the layer.
 
     Example:
         ```python
@@ -192,7 +221,9 @@ class QuantDense(_QuantizedMixin, keras.layers.Dense):
         **kwargs: Every other argument of `keras.layers.Dense`.
 
     Raises:
-        ValueError: For an unknown quantizer or `kernel_scale`.
+        ValueError: For an unknown quantizer, constraint or `kernel_scale`, or any
+            argument that `keras.layers.Dense` rejects (e.g. `units=0`); from Keras, when
+            called on an input whose last axis does not fit the layer's kernel.
 
     Example:
         ```python
