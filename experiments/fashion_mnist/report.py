@@ -121,7 +121,8 @@ def plot_curves(seeds, path):
                     alpha=0.8,
                     label=label,
                 )
-    for ax, title in zip(axes, ("training loss", "test accuracy (%)", "flip rate (per epoch)")):
+    titles = ("training loss (LNS: CE + α Σ ℓ̃ᵢ)", "test accuracy (%)", "flip rate (per epoch)")
+    for ax, title in zip(axes, titles):
         ax.set_xlabel("fine-tuning epoch")
         ax.set_title(title)
     axes[0].legend(fontsize=8)
