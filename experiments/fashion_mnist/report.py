@@ -57,9 +57,10 @@ def table(all_rows: list[dict]) -> str:
         flip = (
             f"{statistics.mean(flips):.4f}" if flips and arm not in ("float", "baseline") else "–"
         )
-        lines.append(
-            f"| {name} | {len(accs)} | {pct(max(accs))} ({pct(statistics.mean(accs))} ± {pct(std)}) | {flip} |"
-        )
+        spread = f"{pct(max(accs))} ({pct(statistics.mean(accs))} ± {pct(std)})"
+        if len(accs) == 1:
+            spread = f"{pct(accs[0])} (one run)"
+        lines.append(f"| {name} | {len(accs)} | {spread} | {flip} |")
     return "\n".join(lines) + "\n"
 
 
