@@ -33,7 +33,7 @@ import tensorflow as tf
 import lns_keras
 from apps import data, models
 from lns_keras.callbacks import FlipRate, binary_signs
-from lns_keras.export import atomic_write_bytes, save_model, to_tflite
+from lns_keras.export import atomic_path, atomic_write_bytes, save_model, to_tflite
 
 __all__ = [
     "OPTIMIZERS",
@@ -247,10 +247,8 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
     renamed, so an interruption never leaves a half-written backup."""
 
     def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        tmp_weights = os.path.join(self.backup_dir, ".tmp-latest.weights.h5")
-        self.model.save_weights(tmp_weights, overwrite=True)
-        os.replace(tmp_weights, self._weights_path)
+        with atomic_path(self._weights_path, suffix=".weights.h5") as tmp:
+            self.model.save_weights(tmp, overwrite=True)
         metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
         atomic_write_bytes(self._training_metadata_path, json.dumps(metadata).encode())
 

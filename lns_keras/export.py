@@ -9,14 +9,55 @@ so a crash never leaves half a file at `path`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 
 import keras
 
 from lns_keras.layers.lns import is_lns_layer
 
-__all__ = ["atomic_write_bytes", "save_model", "tflite_op_names", "to_tflite"]
+__all__ = ["atomic_path", "atomic_write_bytes", "save_model", "tflite_op_names", "to_tflite"]
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
+    """A temporary file beside `path` to write to; moved onto `path` when the block ends.
+
+    If the block raises, the temporary file is removed and `path` is left as it was, so a
+    crash never leaves half a file behind.
+
+    Args:
+        path: Destination file.
+        suffix: Ending of the temporary name, for writers that check it (`".keras"`);
+            default: the destination's own name.
+
+    Returns:
+        A context manager giving the temporary path, in the destination's folder (so the
+        rename is atomic).
+
+    Raises:
+        OSError: If the folder cannot be created or the rename fails.
+
+    Example:
+        ```python
+        with atomic_path("model.keras", suffix=".keras") as tmp:
+            model.save(tmp)
+        ```
+    """
+    path = os.path.abspath(os.fspath(path))
+    folder = os.path.dirname(path)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix or os.path.basename(path))
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -31,20 +72,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             temporary file is removed and `path` is left as it was.
         TypeError: If `data` is not bytes-like.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def to_tflite(model: keras.Model, path: str | os.PathLike, lce: bool = True) -> str:
@@ -155,15 +186,6 @@ def save_model(model: keras.Model, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     if not path.endswith(".keras"):
         raise ValueError(f"`path` must end in '.keras', got path={path!r}.")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".keras")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return path

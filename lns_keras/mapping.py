@@ -134,7 +134,9 @@ class BinarizationMapping(keras.layers.Layer):
             x = ops.reshape(ops.transpose(kernel), (kernel.shape[1], 1, 1, kernel.shape[0]))
         else:
             x = ops.transpose(kernel, (3, 0, 1, 2))  # (n, k, k, c): n filters as images
-        for conv_kernel, gamma, beta in zip(self.conv_kernels[:2], self.gammas, self.betas, strict=True):
+        for conv_kernel, gamma, beta in zip(
+            self.conv_kernels[:2], self.gammas, self.betas, strict=True
+        ):
             x = ops.conv(x, conv_kernel, padding="same")
             x = ops.relu(self._normalize(x, gamma, beta))
         x = ops.conv(x, self.conv_kernels[2], padding="same") + self.output_bias

@@ -309,6 +309,26 @@ class Quantizer(keras.layers.Layer):
         return input_shape
 
 
+class _ClippedQuantizer(Quantizer):
+    """A quantizer with a straight-through gradient clipped at `clip_value`.
+
+    Args:
+        clip_value: Gradient clipping threshold; `None` passes every gradient.
+        **kwargs: Passed to `keras.layers.Layer`.
+
+    Raises:
+        ValueError: If `clip_value` is not positive.
+    """
+
+    def __init__(self, clip_value: float | None = 1.0, **kwargs):
+        _check_clip_value(clip_value)
+        super().__init__(**kwargs)
+        self.clip_value = clip_value
+
+    def get_config(self):
+        return {**super().get_config(), "clip_value": self.clip_value}
+
+
 @keras.saving.register_keras_serializable(package="lns_keras")
 @_register_alias("noop")
 class NoOp(Quantizer):
@@ -347,7 +367,7 @@ class NoOp(Quantizer):
 
 @keras.saving.register_keras_serializable(package="lns_keras")
 @_register_alias("ste_sign")
-class SteSign(Quantizer):
+class SteSign(_ClippedQuantizer):
     r"""Binary quantizer with the straight-through estimator.
 
     $$q(x) = \begin{cases} -1 & x < 0 \\ +1 & x \ge 0 \end{cases} \qquad
@@ -374,16 +394,8 @@ class SteSign(Quantizer):
 
     precision = 1
 
-    def __init__(self, clip_value: float | None = 1.0, **kwargs):
-        _check_clip_value(clip_value)
-        super().__init__(**kwargs)
-        self.clip_value = clip_value
-
     def call(self, inputs):
         return ste_sign(inputs, clip_value=self.clip_value)
-
-    def get_config(self):
-        return {**super().get_config(), "clip_value": self.clip_value}
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
@@ -419,7 +431,7 @@ class ApproxSign(Quantizer):
 
 @keras.saving.register_keras_serializable(package="lns_keras")
 @_register_alias("ste_heaviside")
-class SteHeaviside(Quantizer):
+class SteHeaviside(_ClippedQuantizer):
     r"""Binary quantizer to $\{0, 1\}$ with the straight-through estimator.
 
     $$q(x) = \begin{cases} 1 & x > 0 \\ 0 & x \le 0 \end{cases} \qquad
@@ -444,16 +456,8 @@ class SteHeaviside(Quantizer):
 
     precision = 1
 
-    def __init__(self, clip_value: float | None = 1.0, **kwargs):
-        _check_clip_value(clip_value)
-        super().__init__(**kwargs)
-        self.clip_value = clip_value
-
     def call(self, inputs):
         return ste_heaviside(inputs, clip_value=self.clip_value)
-
-    def get_config(self):
-        return {**super().get_config(), "clip_value": self.clip_value}
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
@@ -499,7 +503,7 @@ class SwishSign(Quantizer):
 
 @keras.saving.register_keras_serializable(package="lns_keras")
 @_register_alias("magnitude_aware_sign")
-class MagnitudeAwareSign(Quantizer):
+class MagnitudeAwareSign(_ClippedQuantizer):
     r"""Sign scaled by the mean magnitude per output channel (Bi-Real Net, §3.3).
 
     $$q(x) = \operatorname{mean}(|x|) \cdot \operatorname{sign}(x)$$
@@ -526,18 +530,10 @@ class MagnitudeAwareSign(Quantizer):
 
     precision = 1
 
-    def __init__(self, clip_value: float | None = 1.0, **kwargs):
-        _check_clip_value(clip_value)
-        super().__init__(**kwargs)
-        self.clip_value = clip_value
-
     def call(self, inputs):
         axes = tuple(range(len(inputs.shape) - 1))
         scale = ops.stop_gradient(ops.mean(ops.abs(inputs), axis=axes))
         return scale * ste_sign(inputs, clip_value=self.clip_value)
-
-    def get_config(self):
-        return {**super().get_config(), "clip_value": self.clip_value}
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
@@ -646,7 +642,9 @@ class DoReFa(Quantizer):
         # The max is a constant for the gradient, as in larq (the x / x pitfall).
         dividend = ops.stop_gradient(ops.max(ops.abs(limited)))
         safe = ops.where(ops.equal(dividend, 0.0), ops.ones_like(dividend), dividend)
-        normed = ops.where(ops.equal(dividend, 0.0), ops.zeros_like(limited), limited / (2.0 * safe))
+        normed = ops.where(
+            ops.equal(dividend, 0.0), ops.zeros_like(limited), limited / (2.0 * safe)
+        )
         return normed + 0.5
 
     def call(self, inputs):
@@ -732,9 +730,7 @@ def get(identifier: Any) -> Quantizer | Callable | None:
     if isinstance(identifier, str):
         cls = _ALIASES.get(identifier) or {c.__name__: c for c in _ALIASES.values()}.get(identifier)
         if cls is None:
-            raise ValueError(
-                f"Unknown quantizer {identifier!r}. Known names: {sorted(_ALIASES)}."
-            )
+            raise ValueError(f"Unknown quantizer {identifier!r}. Known names: {sorted(_ALIASES)}.")
         return cls()
     if isinstance(identifier, dict):
         return deserialize(identifier)

@@ -130,7 +130,9 @@ def _layer_stats(layer) -> LayerStats:
 
     kernel_quantizer = getattr(layer, "kernel_quantizer", None)
     input_quantizer = getattr(layer, "input_quantizer", None)
-    binary_kernel = isinstance(layer, QuantConv2D | QuantDense) and _precision(kernel_quantizer) == 1
+    binary_kernel = (
+        isinstance(layer, QuantConv2D | QuantDense) and _precision(kernel_quantizer) == 1
+    )
     binary_ops = binary_kernel and _precision(input_quantizer) == 1
 
     n_weights = sum(math.prod(w.shape) for w in layer.weights)
@@ -195,7 +197,9 @@ def model_stats(model: keras.Model) -> ModelStats:
         ```
     """
     if not model.built:
-        raise ValueError(f"`model` must be built to count its parameters, got unbuilt {model.name!r}.")
+        raise ValueError(
+            f"`model` must be built to count its parameters, got unbuilt {model.name!r}."
+        )
     return ModelStats(layers=tuple(_layer_stats(layer) for layer in _flatten(model)))
 
 
@@ -251,7 +255,10 @@ def summary(model: keras.Model, print_fn=print) -> ModelStats:
     widths = [max(len(r[i]) for r in [header, *rows, total]) for i in range(len(header))]
 
     def line(row):
-        return " | ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        return " | ".join(
+            c.ljust(w) if i < 2 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        )
 
     rule = "-+-".join("-" * w for w in widths)
     print_fn(f"Model: {model.name}")

@@ -29,7 +29,9 @@ def _noise_rates(rho) -> tuple[float, float]:
     """`rho` as `(rho_pos, rho_neg)`: a number means both rates equal (paper §3.2)."""
     if isinstance(rho, list | tuple):
         if len(rho) != 2:
-            raise ValueError(f"`rho` must be a number or a pair (rho_pos, rho_neg), got rho={rho!r}.")
+            raise ValueError(
+                f"`rho` must be a number or a pair (rho_pos, rho_neg), got rho={rho!r}."
+            )
         rho_pos, rho_neg = rho
     else:
         rho_pos = rho_neg = rho

@@ -119,14 +119,22 @@ class _QuantizedMixin:
     def load_own_variables(self, store):
         keras.layers.Layer.load_own_variables(self, store)
 
-    def _finish(self, outputs):
+    def call(self, inputs, training=None):
+        if self.input_quantizer:
+            inputs = self.input_quantizer(inputs)
+        outputs = self._apply_kernel(inputs, self.quantized_kernel(training))
         if self.kernel_scale is not None:
-            outputs = outputs * kernel_scale_factor(self.kernel, self.kernel_scale)
+            scale = kernel_scale_factor(self.kernel, self.kernel_scale)
+            outputs = outputs * self._per_output_channel(scale)
         if self.use_bias:
-            outputs = ops.add(outputs, self.bias)
+            outputs = ops.add(outputs, self._per_output_channel(self.bias))
         if self.activation is not None:
             outputs = self.activation(outputs)
         return outputs
+
+    def _per_output_channel(self, values):
+        """Shape a scalar or a per-output-channel vector to broadcast against the output."""
+        return values
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
@@ -184,19 +192,10 @@ class QuantConv2D(_QuantizedMixin, keras.layers.Conv2D):
         )
         self._init_quantization(input_quantizer, kernel_quantizer, kernel_scale)
 
-    def call(self, inputs, training=None):
-        if self.input_quantizer:
-            inputs = self.input_quantizer(inputs)
-        outputs = self.convolution_op(inputs, self.quantized_kernel(training))
-        if self.kernel_scale is not None:
-            outputs = outputs * self._broadcast(kernel_scale_factor(self.kernel, self.kernel_scale))
-        if self.use_bias:
-            outputs = ops.add(outputs, self._broadcast(self.bias))
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        return outputs
+    def _apply_kernel(self, inputs, kernel):
+        return self.convolution_op(inputs, kernel)
 
-    def _broadcast(self, per_channel):
+    def _per_output_channel(self, per_channel):
         if self.data_format == "channels_last" or len(ops.shape(per_channel)) == 0:
             return per_channel
         return ops.reshape(per_channel, (1, self.filters) + (1,) * self.rank)
@@ -250,11 +249,8 @@ class QuantDense(_QuantizedMixin, keras.layers.Dense):
         )
         self._init_quantization(input_quantizer, kernel_quantizer, kernel_scale)
 
-    def call(self, inputs, training=None):
-        if self.input_quantizer:
-            inputs = self.input_quantizer(inputs)
-        outputs = ops.matmul(inputs, self.quantized_kernel(training))
-        return self._finish(outputs)
+    def _apply_kernel(self, inputs, kernel):
+        return ops.matmul(inputs, kernel)
 
     def get_config(self):
         return {**super().get_config(), **self._quantization_config()}
