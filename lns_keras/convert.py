@@ -236,7 +236,8 @@ def warm_start(
             for the layers' own. With the mean, each weight's supervision is divided by
             the layer's size and the classification loss's noise outweighs it: measured
             on a Fashion-MNIST BNN, one epoch of Adam(1e-3) took agreement from 98.3% to
-            95.4% with the mean and to 99.3% with the sum.
+            95.4% with the mean and to 99.3% with the sum
+            (`benchmarks/warm_start_agreement.py`).
         jit_compile: Passed to `model.compile`.
         **fit_kwargs: Passed to `model.fit` (`y`, `batch_size`, `callbacks`, ...).
 
