@@ -32,7 +32,7 @@ import tensorflow as tf
 
 import lns_keras
 from apps import data, models
-from lns_keras.callbacks import FlipRate, binary_signs
+from lns_keras.callbacks import FlipRate, GradientReach, binary_signs
 from lns_keras.export import atomic_path, atomic_write_bytes, save_model, to_tflite
 
 __all__ = [
@@ -42,6 +42,8 @@ __all__ = [
     "STRATEGIES",
     "AtomicBackupAndRestore",
     "AtomicCheckpoint",
+    "BestOnValidation",
+    "GRADIENT_PATHS",
     "TrainConfig",
     "load_pretrained",
     "make_strategy",
@@ -52,6 +54,13 @@ STAGES = ("float", "baseline", "finetune", "lns", "all")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine")
+GRADIENT_PATHS = {
+    # How the classification gradient reaches the unbounded Q̂ (docs/concepts.md, "The
+    # gradient path"): LNS-layer arguments of each choice.
+    "identity": {"kernel_quantizer": None},  # the LNS default: SteSign(clip_value=None)
+    "window": {"kernel_quantizer": "ste_sign"},  # |Q̂| <= 1 only, the former default
+    "tanh": {"kernel_quantizer": "ste_sign", "mapping_activation": "tanh"},  # bounded Q̂
+}
 
 
 @dataclasses.dataclass
@@ -84,6 +93,11 @@ class TrainConfig:
         loss_reduction: `mean` (Eq. 16) or `sum` (Eq. 17).
         noisy_labels: `latent` or `pretrained`.
         mapping_width: Channel multiplier of the mappings.
+        gradient_path: One of `GRADIENT_PATHS`: `identity` (default), `window` or `tanh`.
+        validation_examples: Hold out the last examples of the training split to validate
+            on, and test once at the end (0: validate on the test split, as before). With a
+            hold-out, each stage also keeps the model of its best validation epoch
+            (`best.keras`) and reports its test accuracy.
         seed: Random seed of weights, data order and augmentation.
         strategy: One of `STRATEGIES`.
         jit_compile: XLA-compile the train step.
@@ -118,6 +132,8 @@ class TrainConfig:
     loss_reduction: str = "mean"
     noisy_labels: str = "latent"
     mapping_width: int = 2
+    gradient_path: str = "identity"
+    validation_examples: int = 0
     seed: int = 0
     strategy: str = "auto"
     jit_compile: bool = False
@@ -146,6 +162,10 @@ class TrainConfig:
             bad("optimizer", self.optimizer, f"expected one of {list(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             bad("schedule", self.schedule, f"expected one of {list(SCHEDULES)}")
+        if self.gradient_path not in GRADIENT_PATHS:
+            bad("gradient_path", self.gradient_path, f"expected one of {list(GRADIENT_PATHS)}")
+        if self.validation_examples < 0:
+            bad("validation_examples", self.validation_examples, "expected an integer >= 0")
         for flag in ("epochs", "warm_start_epochs"):
             if getattr(self, flag) < 0:
                 bad(flag, getattr(self, flag), "expected an integer >= 0")
@@ -253,6 +273,41 @@ class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
         atomic_write_bytes(self._training_metadata_path, json.dumps(metadata).encode())
 
 
+class BestOnValidation(keras.callbacks.Callback):
+    """Keep the model of the best validation epoch: `best.keras` and `best.json` in `folder`.
+
+    `best.json` holds the epoch (counted from 1) and its `val_accuracy`; it is read back
+    when the callback is created, so a resumed run keeps comparing against the best
+    epoch before the interruption. Both files are written atomically.
+
+    Args:
+        folder: The stage's folder.
+        monitor: The epoch log to maximise.
+    """
+
+    def __init__(self, folder: str, monitor: str = "val_accuracy"):
+        super().__init__()
+        self.folder = folder
+        self.monitor = monitor
+        self.best = self.read(folder)
+
+    @staticmethod
+    def read(folder: str) -> dict | None:
+        path = os.path.join(folder, "best.json")
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or (self.best is not None and value <= self.best["val_accuracy"]):
+            return
+        save_model(self.model, os.path.join(self.folder, "best.keras"))
+        self.best = {"epoch": epoch + 1, "val_accuracy": float(value)}
+        atomic_write_bytes(os.path.join(self.folder, "best.json"), json.dumps(self.best).encode())
+
+
 class AtomicCheckpoint(keras.callbacks.Callback):
     """Save the whole model to `path` after every epoch, atomically.
 
@@ -295,12 +350,14 @@ class _Run:
         keras.utils.set_random_seed(config.seed)
         self.input_shape, self.num_classes = data.info(config.dataset)
         common = dict(data_dir=config.data_dir, fashion_mnist_dir=config.fashion_mnist_dir)
+        held_out = config.validation_examples
         self.train_ds = data.load(
             config.dataset,
-            "train",
+            f"train[:-{held_out}]" if held_out else "train",
             config.batch_size,
             seed=config.seed,
             limit=config.train_limit,
+            training=True,
             **common,
         )
         self.test_ds = data.load(
@@ -319,6 +376,15 @@ class _Run:
         )
         self.train_ds = self.train_ds.with_options(options)
         self.test_ds = self.test_ds.with_options(options)
+        self.val_ds = self.test_ds
+        if held_out:
+            self.val_ds = data.load(
+                config.dataset,
+                f"train[-{held_out}:]",
+                config.batch_size,
+                training=False,
+                **common,
+            ).with_options(options)
         cardinality = int(self.train_ds.cardinality())
         self.steps_per_epoch = max(cardinality, 1)
 
@@ -348,7 +414,11 @@ class _Run:
         model.compile(
             optimizer=optimizer,
             loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            metrics=[
+                keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                # The classification loss alone: an LNS model's `loss` also holds α·Σℓ̃.
+                keras.metrics.SparseCategoricalCrossentropy(name="cross_entropy"),
+            ],
             jit_compile=self.config.jit_compile,
         )
 
@@ -356,9 +426,12 @@ class _Run:
         callbacks = [
             AtomicBackupAndRestore(os.path.join(stage_dir, "backup")),
             FlipRate(reference=flip_reference),
+            GradientReach(),
             keras.callbacks.CSVLogger(os.path.join(stage_dir, "metrics.csv"), append=True),
             keras.callbacks.TensorBoard(os.path.join(stage_dir, "tensorboard")),
         ]
+        if self.config.validation_examples:
+            callbacks.append(BestOnValidation(stage_dir))
         if self.chief:
             callbacks.append(AtomicCheckpoint(os.path.join(stage_dir, "checkpoint.keras")))
         return callbacks
@@ -367,18 +440,31 @@ class _Run:
         start = time.time()
         history = model.fit(
             self.train_ds,
-            validation_data=self.test_ds,
+            validation_data=self.val_ds,
             epochs=epochs,
             callbacks=self._callbacks(stage_dir, flip_reference),
             verbose=self.config.verbose,
         )
         return history, time.time() - start
 
-    def _evaluate(self, model) -> float:
-        return float(model.evaluate(self.test_ds, verbose=0, return_dict=True)["accuracy"])
+    def _evaluate(self, model, dataset=None) -> float:
+        dataset = self.test_ds if dataset is None else dataset
+        return float(model.evaluate(dataset, verbose=0, return_dict=True)["accuracy"])
 
     def _finish_stage(self, stage_dir: str, model: keras.Model, results: dict[str, Any]) -> dict:
         results["test_accuracy"] = self._evaluate(model)
+        best = BestOnValidation.read(stage_dir)
+        if self.config.validation_examples and best is not None:
+            # The model of the epoch chosen on validation, tested once (an LNS model
+            # unfolded: folding is exact).
+            selected = keras.models.load_model(
+                os.path.join(stage_dir, "best.keras"), safe_mode=True, compile=False
+            )
+            with self.strategy.scope():
+                self._compile(selected, "sgd")
+            results["selected_epoch"] = best["epoch"]
+            results["selected_val_accuracy"] = best["val_accuracy"]
+            results["test_accuracy_selected"] = self._evaluate(selected)
         results["model_stats"] = _stats(model)
         # Every worker saves its (identical) model and metrics into its own folder: the
         # next stage and a restarted run must find the same files on every worker, or
@@ -447,7 +533,10 @@ class _Run:
             model = load_pretrained(pretrained_path)
             reference = binary_signs(model)
             self._compile(model, self._optimizer(config.learning_rate, config.epochs))
-        results = {"pretrained": pretrained_path, "pretrained_accuracy": self._evaluate(model)}
+        results = {
+            "pretrained": pretrained_path,
+            "pretrained_accuracy": self._evaluate(model, self.val_ds),
+        }
         history, seconds = self._fit(model, stage_dir, config.epochs, flip_reference=reference)
         results.update(_history_results("finetune", history, seconds, config.epochs))
         return self._finish_stage(stage_dir, model, results)
@@ -463,6 +552,7 @@ class _Run:
             loss_reduction=config.loss_reduction,
             noisy_labels=config.noisy_labels,
             mapping_width=config.mapping_width,
+            **GRADIENT_PATHS[config.gradient_path],
         )
         warm_path = os.path.join(stage_dir, "warm_start.keras")
         with self.strategy.scope():
@@ -479,7 +569,7 @@ class _Run:
                 warm = {
                     "pretrained": pretrained_path,
                     # the converted model, before the warm start
-                    "pretrained_accuracy": self._evaluate(model),
+                    "pretrained_accuracy": self._evaluate(model, self.val_ds),
                     "agreement_before": lns_keras.convert.sign_agreement(model),
                 }
                 if config.warm_start_epochs:
@@ -495,7 +585,7 @@ class _Run:
                     )
                 warm["agreement_after"] = lns_keras.convert.sign_agreement(model)
                 self._compile(model, "sgd")
-                warm["warm_start_accuracy"] = self._evaluate(model)
+                warm["warm_start_accuracy"] = self._evaluate(model, self.val_ds)
                 save_model(model, warm_path)  # on every worker, see _finish_stage
                 atomic_write_bytes(
                     os.path.join(stage_dir, "warm_start.json"), json.dumps(warm).encode()

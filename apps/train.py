@@ -45,6 +45,16 @@ flags.DEFINE_list("rho", ["0.005"], "Noise rate rho, or rho_pos,rho_neg.")
 flags.DEFINE_string("loss_reduction", "mean", "mean (Eq. 16) or sum (Eq. 17).")
 flags.DEFINE_string("noisy_labels", "latent", "latent (sign of current W) or pretrained.")
 flags.DEFINE_integer("mapping_width", 2, "Channel multiplier of the mapping networks.")
+flags.DEFINE_string(
+    "gradient_path",
+    "identity",
+    f"How the classification gradient reaches Q̂: one of {list(pipeline.GRADIENT_PATHS)}.",
+)
+flags.DEFINE_integer(
+    "validation_examples",
+    0,
+    "Hold out the last N training examples for validation (0: validate on the test split).",
+)
 flags.DEFINE_integer("seed", 0, "Random seed.")
 flags.DEFINE_string("strategy", "auto", f"One of {list(pipeline.STRATEGIES)}.")
 flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step.")
@@ -96,6 +106,8 @@ def config_from_flags() -> pipeline.TrainConfig:
         loss_reduction=FLAGS.loss_reduction,
         noisy_labels=FLAGS.noisy_labels,
         mapping_width=FLAGS.mapping_width,
+        gradient_path=FLAGS.gradient_path,
+        validation_examples=FLAGS.validation_examples,
         seed=FLAGS.seed,
         strategy=FLAGS.strategy,
         jit_compile=FLAGS.jit_compile,

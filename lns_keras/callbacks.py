@@ -1,4 +1,5 @@
-"""Callbacks for binary training: the flip rate of binary weights (paper Fig. 3c)."""
+"""Callbacks for binary training: the flip rate of binary weights (paper Fig. 3c) and the
+reach of the classification gradient through the LNS layers' kernel quantizers."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 
 from lns_keras.layers.quantized import QuantConv2D, QuantDense
 
-__all__ = ["FlipRate", "binary_signs"]
+__all__ = ["FlipRate", "GradientReach", "binary_signs", "gradient_reach"]
 
 
 def binary_signs(model: keras.Model) -> dict[str, np.ndarray]:
@@ -85,3 +86,85 @@ class FlipRate(keras.callbacks.Callback):
                 logs[f"flip_rate/{name}"] = _rate(self._previous, current, [name])
                 logs[f"flip_rate_total/{name}"] = _rate(self.reference, current, [name])
         self._previous = current
+
+
+def _local_derivative(layer):
+    """∂ q(a(z)) / ∂z elementwise at the mapping's raw output z, with `q` the layer's kernel
+    quantizer (its pseudo-gradient) and `a` the mapping's output activation."""
+    import tensorflow as tf  # the pseudo-gradients are custom gradients: read them by autodiff
+
+    z = tf.convert_to_tensor(layer.mapping.pre_activation(layer.kernel))
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        out = layer.kernel_quantizer(layer.mapping.activate(z))
+    return keras.ops.convert_to_numpy(tape.gradient(out, z, output_gradients=tf.ones_like(out)))
+
+
+def gradient_reach(model: keras.Model) -> dict[str, dict[str, float]]:
+    """How much of the classification gradient reaches each LNS layer's mapping output.
+
+    The classification loss reaches $\\hat Q$ only through the kernel quantizer's
+    pseudo-gradient (and, with `mapping_activation="tanh"`, through `tanh`'). For each LNS
+    layer this measures that local derivative at every entry of the mapping's output.
+
+    Args:
+        model: A model with LNS layers (others are ignored).
+
+    Returns:
+        For each LNS layer's name: `reach`, the fraction of entries whose local derivative
+        is non-zero (the fraction of mapped weights the classification gradient reaches);
+        `scale`, its mean magnitude; `outside`, the fraction of entries with
+        $|\\hat Q| > 1$ (where `ste_sign`'s default window passes nothing).
+
+    Raises:
+        AttributeError: If `model` is not a Keras model.
+    """
+    from lns_keras.layers.lns import is_lns_layer
+
+    stats = {}
+    for layer in model._flatten_layers(include_self=False):
+        if is_lns_layer(layer) and layer.built:
+            derivative = np.abs(_local_derivative(layer))
+            q_hat = keras.ops.convert_to_numpy(layer.binary_estimate())
+            stats[layer.name] = {
+                "reach": float(np.mean(derivative > 0)),
+                "scale": float(np.mean(derivative)),
+                "outside": float(np.mean(np.abs(q_hat) > 1)),
+                "size": int(q_hat.size),
+            }
+    return stats
+
+
+class GradientReach(keras.callbacks.Callback):
+    """Log [`gradient_reach`][lns_keras.callbacks.gradient_reach] at the end of each epoch.
+
+    Adds `gradient_reach` (over all LNS layers, weighted by size), `q_hat_outside` (the
+    fraction of $|\\hat Q| > 1$) and, with `per_layer`, `gradient_reach/<layer>` to the
+    epoch logs. Models without LNS layers log nothing.
+
+    Args:
+        per_layer: Whether to log the per-layer fractions too.
+
+    Example:
+        ```python
+        lns_model.fit(ds, epochs=3, callbacks=[lns_keras.callbacks.GradientReach(),
+                                               keras.callbacks.CSVLogger("log.csv")])
+        ```
+    """
+
+    def __init__(self, per_layer: bool = True):
+        super().__init__()
+        self.per_layer = per_layer
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        stats = gradient_reach(self.model)
+        if not stats:
+            return
+        total = sum(s["size"] for s in stats.values())
+        logs["gradient_reach"] = sum(s["reach"] * s["size"] for s in stats.values()) / total
+        logs["q_hat_outside"] = sum(s["outside"] * s["size"] for s in stats.values()) / total
+        if self.per_layer:
+            for name, s in stats.items():
+                logs[f"gradient_reach/{name}"] = s["reach"]

@@ -21,7 +21,14 @@ from lns_keras.layers.quantized import QuantConv2D, QuantDense, kernel_scale_fac
 
 __all__ = ["fold", "is_binary_layer", "sign_agreement", "to_lns", "warm_start"]
 
-_LNS_KEYS = ("alpha", "rho", "loss_reduction", "noisy_labels", "mapping_width")
+_LNS_KEYS = (
+    "alpha",
+    "rho",
+    "loss_reduction",
+    "noisy_labels",
+    "mapping_width",
+    "mapping_activation",
+)
 
 
 def is_binary_layer(layer) -> bool:
@@ -73,7 +80,11 @@ def to_lns(model: keras.Model, *, include_dense: bool = True, **lns_kwargs: Any)
             layers (AlexNet's fc6/fc7, c = 9216 and 4096: ~0.8 G weights) converting only
             the convolutions is the practical choice.
         **lns_kwargs: LNS arguments for every converted layer (`alpha`, `rho`,
-            `loss_reduction`, `noisy_labels`, `mapping_width`, `kernel_scale`).
+            `loss_reduction`, `noisy_labels`, `mapping_width`, `mapping_activation`,
+            `kernel_scale`, `kernel_quantizer`). The baseline's `kernel_quantizer` is not
+            carried over: it acted on latent weights in $[-1, 1]$, the LNS layer's acts on
+            the unbounded Q̂, so the LNS default (`SteSign(clip_value=None)`)
+            applies unless `kernel_quantizer` is given.
 
     Returns:
         A new, uncompiled model.
@@ -97,18 +108,19 @@ def to_lns(model: keras.Model, *, include_dense: bool = True, **lns_kwargs: Any)
 
     if not any(convertible(layer) for layer in _all_layers(model)):
         raise ValueError(f"`model` {model.name!r} has no binary QuantConv2D/QuantDense to convert.")
-    unknown = set(lns_kwargs) - {*_LNS_KEYS, "kernel_scale"}
+    known = [*_LNS_KEYS, "kernel_scale", "kernel_quantizer"]
+    unknown = set(lns_kwargs) - set(known)
     if unknown:
-        raise ValueError(
-            f"Unknown LNS arguments {sorted(unknown)}; known: {[*_LNS_KEYS, 'kernel_scale']}."
-        )
+        raise ValueError(f"Unknown LNS arguments {sorted(unknown)}; known: {known}.")
     LNSQuantDense(1, **lns_kwargs)  # validates the arguments with a clear ValueError
 
     def clone_function(layer):
         if not convertible(layer):
             return layer.__class__.from_config(layer.get_config())
         cls = LNSQuantConv2D if isinstance(layer, QuantConv2D) else LNSQuantDense
-        return cls.from_config({**layer.get_config(), **lns_kwargs})
+        # The baseline's kernel quantizer acted on W in [-1, 1]; the LNS layer's acts on
+        # the unbounded Q̂ and takes the LNS default unless `lns_kwargs` name one.
+        return cls.from_config({**layer.get_config(), "kernel_quantizer": None, **lns_kwargs})
 
     clone = _clone(model, clone_function)
     for old, new in zip(model.layers, clone.layers):
@@ -151,6 +163,8 @@ def fold(model: keras.Model) -> keras.Model:
             return layer.__class__.from_config(config)
         for key in _LNS_KEYS:
             config.pop(key)
+        # The folded kernel is ±s: plain `ste_sign` gives back ±1, as in the baseline.
+        config["kernel_quantizer"] = "ste_sign"
         cls = QuantConv2D if isinstance(layer, LNSQuantConv2D) else QuantDense
         return cls.from_config(config)
 

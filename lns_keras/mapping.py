@@ -19,7 +19,10 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["BinarizationMapping"]
+__all__ = ["OUTPUT_ACTIVATIONS", "BinarizationMapping"]
+
+OUTPUT_ACTIVATIONS = (None, "tanh")
+"""The values `output_activation` takes: `None` (unbounded $\\hat Q$) and `"tanh"`."""
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
@@ -33,11 +36,17 @@ class BinarizationMapping(keras.layers.Layer):
             $\\hat Q \\propto (W - \\bar W) / \\sigma_W$ per input channel, so that a converted
             model starts close to its baseline and the warm start only has to close the
             gap; `"glorot"`: plain random initialisation.
+        output_activation: `None` (default): $\\hat Q$ is the last convolution's output,
+            unbounded; `"tanh"`: $\\hat Q = \\tanh(\\cdot)$ of it, bounded in $(-1, 1)$,
+            so that a kernel quantizer's straight-through window $|x| \\le 1$ always
+            passes the gradient (one of the gradient paths compared in
+            `docs/results.md`).
         **kwargs: Passed to `keras.layers.Layer`.
 
     Raises:
-        ValueError: If `width` is not a positive integer or `initialization` is not one
-            of the two; from Keras, for a keyword argument `keras.layers.Layer` does not
+        ValueError: If `width` is not a positive integer, `initialization` is not one
+            of the two or `output_activation` is not `None` or `"tanh"`; from Keras, for a
+            keyword argument `keras.layers.Layer` does not
             take, or when called on a kernel that is neither 2-D (dense) nor 4-D (conv).
 
     Example:
@@ -49,7 +58,12 @@ class BinarizationMapping(keras.layers.Layer):
     """
 
     def __init__(
-        self, width: int = 2, epsilon: float = 1e-3, initialization: str = "identity", **kwargs
+        self,
+        width: int = 2,
+        epsilon: float = 1e-3,
+        initialization: str = "identity",
+        output_activation: str | None = None,
+        **kwargs,
     ):
         if not isinstance(width, int) or width < 1:
             raise ValueError(f"`mapping_width` must be a positive integer, got {width!r}.")
@@ -57,8 +71,14 @@ class BinarizationMapping(keras.layers.Layer):
             raise ValueError(
                 f"`initialization` must be 'identity' or 'glorot', got {initialization!r}."
             )
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(
+                "`output_activation` (`mapping_activation` of the LNS layers) must be one "
+                f"of {OUTPUT_ACTIVATIONS}, got {output_activation!r}."
+            )
         super().__init__(**kwargs)
         self.width = width
+        self.output_activation = output_activation
         self.epsilon = epsilon
         self.initialization = initialization
 
@@ -129,6 +149,21 @@ class BinarizationMapping(keras.layers.Layer):
         return (x - mean) * ops.rsqrt(variance + self.epsilon) * gamma + beta
 
     def call(self, kernel):
+        return self.activate(self.pre_activation(kernel))
+
+    def activate(self, x):
+        """The output activation: identity, or `tanh` with `output_activation="tanh"`."""
+        return ops.tanh(x) if self.output_activation == "tanh" else x
+
+    def pre_activation(self, kernel):
+        """The last convolution's output, before `output_activation`, in the kernel's shape.
+
+        Args:
+            kernel: A conv kernel `(k, k, c, n)` or a dense kernel `(c, n)`.
+
+        Returns:
+            A tensor of the kernel's shape.
+        """
         dense = len(kernel.shape) == 2
         if dense:
             x = ops.reshape(ops.transpose(kernel), (kernel.shape[1], 1, 1, kernel.shape[0]))
@@ -153,4 +188,5 @@ class BinarizationMapping(keras.layers.Layer):
             "width": self.width,
             "epsilon": self.epsilon,
             "initialization": self.initialization,
+            "output_activation": self.output_activation,
         }

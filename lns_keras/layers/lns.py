@@ -19,9 +19,26 @@ from lns_keras import losses, quantizers
 from lns_keras.layers.quantized import QuantConv2D, QuantDense
 from lns_keras.mapping import BinarizationMapping
 
-__all__ = ["LNSQuantConv2D", "LNSQuantDense", "is_lns_layer"]
+__all__ = ["LNSQuantConv2D", "LNSQuantDense", "default_kernel_quantizer", "is_lns_layer"]
 
 LOSS_REDUCTIONS = ("mean", "sum")
+
+
+def default_kernel_quantizer():
+    """A new `SteSign(clip_value=None)`: what `kernel_quantizer=None` gives an LNS layer.
+
+    `sign` forward, identity straight-through gradient: the classification gradient
+    reaches every entry of $\\hat Q$, which is unbounded, and through it $\\theta$ and $W$
+    (Algorithm 1, lines 10-11). `ste_sign`'s default window, $|x| \\le 1$, suits latent
+    weights clipped to $[-1, 1]$, but after the warm start most of $\\hat Q$ lies outside
+    it and would get no gradient (`docs/concepts.md`, "The gradient path").
+
+    Returns:
+        A `SteSign` quantizer.
+    """
+    return quantizers.SteSign(clip_value=None)
+
+
 NOISY_LABELS = ("latent", "pretrained")
 
 
@@ -42,7 +59,9 @@ def _noise_rates(rho) -> tuple[float, float]:
 class _LNSMixin:
     """What the LNS conv and dense layers share."""
 
-    def _init_lns(self, alpha, rho, loss_reduction, noisy_labels, mapping_width):
+    def _init_lns(
+        self, alpha, rho, loss_reduction, noisy_labels, mapping_width, mapping_activation
+    ):
         if not (isinstance(alpha, int | float) and alpha >= 0):
             raise ValueError(f"`alpha` must be a number >= 0, got alpha={alpha!r}.")
         if loss_reduction not in LOSS_REDUCTIONS:
@@ -60,7 +79,10 @@ class _LNSMixin:
         self.loss_reduction = loss_reduction
         self.noisy_labels = noisy_labels
         self.mapping_width = mapping_width
-        self.mapping = BinarizationMapping(width=mapping_width, name="mapping")
+        self.mapping_activation = mapping_activation
+        self.mapping = BinarizationMapping(
+            width=mapping_width, output_activation=mapping_activation, name="mapping"
+        )
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -168,6 +190,7 @@ class _LNSMixin:
             "loss_reduction": self.loss_reduction,
             "noisy_labels": self.noisy_labels,
             "mapping_width": self.mapping_width,
+            "mapping_activation": self.mapping_activation,
         }
 
 
@@ -195,8 +218,15 @@ class LNSQuantConv2D(_LNSMixin, QuantConv2D):
             `snapshot_labels()` (which [`to_lns`][lns_keras.convert.to_lns] calls).
         kernel_scale: `"layer"` (mean |W|, DoReFa, the default), `"channel"` or `None`.
         mapping_width: Channel multiplier of the mapping's hidden layers (2 in the paper).
+        mapping_activation: `None` (default): $\hat Q$ unbounded; `"tanh"`:
+            $\hat Q = \tanh(f_\theta(W))$, bounded (see
+            [`BinarizationMapping`][lns_keras.BinarizationMapping]).
         input_quantizer: Quantizer of the input, default `"ste_sign"`.
-        kernel_quantizer: Quantizer applied to $\hat Q$, default `"ste_sign"`.
+        kernel_quantizer: Quantizer applied to $\hat Q$. `None` (default):
+            `SteSign(clip_value=None)`, whose straight-through gradient passes everywhere,
+            so the classification gradient reaches every entry of the unbounded
+            $\hat Q$ (Algorithm 1, lines 10-11). `"ste_sign"` (window $|x| \le 1$) was
+            the default before; it passes nothing where $|\hat Q| > 1$.
         **kwargs: Every other argument of `QuantConv2D` / `keras.layers.Conv2D`.
 
     Raises:
@@ -228,8 +258,9 @@ class LNSQuantConv2D(_LNSMixin, QuantConv2D):
         noisy_labels: str = "latent",
         kernel_scale: str | None = "layer",
         mapping_width: int = 2,
+        mapping_activation: str | None = None,
         input_quantizer="ste_sign",
-        kernel_quantizer="ste_sign",
+        kernel_quantizer=None,
         **kwargs,
     ):
         super().__init__(
@@ -237,11 +268,11 @@ class LNSQuantConv2D(_LNSMixin, QuantConv2D):
             kernel_size,
             *args,
             input_quantizer=input_quantizer,
-            kernel_quantizer=kernel_quantizer,
+            kernel_quantizer=kernel_quantizer or default_kernel_quantizer(),
             kernel_scale=kernel_scale,
             **kwargs,
         )
-        self._init_lns(alpha, rho, loss_reduction, noisy_labels, mapping_width)
+        self._init_lns(alpha, rho, loss_reduction, noisy_labels, mapping_width, mapping_activation)
 
     def get_config(self):
         return {**super().get_config(), **self._lns_config()}
@@ -263,8 +294,10 @@ class LNSQuantDense(_LNSMixin, QuantDense):
         noisy_labels: `"latent"` or `"pretrained"`.
         kernel_scale: `"layer"` (default), `"channel"` or `None`.
         mapping_width: Channel multiplier of the mapping's hidden layers.
+        mapping_activation: `None` (default) or `"tanh"`, as for `LNSQuantConv2D`.
         input_quantizer: Quantizer of the input, default `"ste_sign"`.
-        kernel_quantizer: Quantizer applied to $\hat Q$, default `"ste_sign"`.
+        kernel_quantizer: Quantizer applied to $\hat Q$; `None` (default):
+            `SteSign(clip_value=None)`, as for `LNSQuantConv2D`.
         **kwargs: Every other argument of `QuantDense` / `keras.layers.Dense`.
 
     Raises:
@@ -288,19 +321,20 @@ class LNSQuantDense(_LNSMixin, QuantDense):
         noisy_labels: str = "latent",
         kernel_scale: str | None = "layer",
         mapping_width: int = 2,
+        mapping_activation: str | None = None,
         input_quantizer="ste_sign",
-        kernel_quantizer="ste_sign",
+        kernel_quantizer=None,
         **kwargs,
     ):
         super().__init__(
             units,
             *args,
             input_quantizer=input_quantizer,
-            kernel_quantizer=kernel_quantizer,
+            kernel_quantizer=kernel_quantizer or default_kernel_quantizer(),
             kernel_scale=kernel_scale,
             **kwargs,
         )
-        self._init_lns(alpha, rho, loss_reduction, noisy_labels, mapping_width)
+        self._init_lns(alpha, rho, loss_reduction, noisy_labels, mapping_width, mapping_activation)
 
     def get_config(self):
         return {**super().get_config(), **self._lns_config()}
