@@ -19,7 +19,19 @@ y = lns_keras.QuantConv2D(
 ```
 
 Strings and objects are interchangeable: `kernel_quantizer="ste_sign"` is
-`kernel_quantizer=lns_keras.quantizers.SteSign(clip_value=1.0)`.
+`kernel_quantizer=lns_keras.quantizers.SteSign(clip_value=1.0)`. The function
+`kernel_quantizer=lns_keras.quantizers.ste_sign` computes the same. A quantizer of your
+own, a `Quantizer` subclass or a plain function, is registered with Keras and then named
+like the built-in ones; all of these are saved in a `.keras` file and load back with
+`safe_mode=True`:
+
+```python
+@keras.saving.register_keras_serializable(package="MyPackage")
+def my_quantizer(x):
+    return lns_keras.quantizers.ste_sign(x, clip_value=2.0)
+
+layer = lns_keras.QuantDense(10, kernel_quantizer="MyPackage>my_quantizer")
+```
 
 The forward pass of every quantizer is only the quantization (for binary quantizers
 `sign`), with the pseudo-gradient attached by `keras.ops.custom_gradient`. An exported
@@ -29,6 +41,9 @@ convolution.
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -93,6 +108,7 @@ def _clipped_gradient(x, dy, clip_value: float | None):
     return ops.where(ops.less_equal(ops.abs(x), clip_value), dy, ops.zeros_like(dy))
 
 
+@keras.saving.register_keras_serializable(package="lns_keras")
 def sign(x):
     r"""Sign that is never zero: $\operatorname{sign}(x) = +1$ for $x \ge 0$, else $-1$.
 
@@ -125,6 +141,7 @@ def heaviside(x):
     return ops.sign(ops.relu(x))
 
 
+@keras.saving.register_keras_serializable(package="lns_keras")
 def ste_sign(x, clip_value: float | None = 1.0):
     r"""Sign with the straight-through estimator.
 
@@ -152,6 +169,7 @@ def ste_sign(x, clip_value: float | None = 1.0):
     return _call(_as_tensor(x))
 
 
+@keras.saving.register_keras_serializable(package="lns_keras")
 def approx_sign(x):
     r"""Sign with the piecewise-polynomial pseudo-gradient of Bi-Real Net.
 
@@ -179,6 +197,7 @@ def approx_sign(x):
     return _call(_as_tensor(x))
 
 
+@keras.saving.register_keras_serializable(package="lns_keras")
 def swish_sign(x, beta: float = 5.0):
     r"""Sign with the SignSwish pseudo-gradient (Darabi et al., 2018).
 
@@ -207,6 +226,7 @@ def swish_sign(x, beta: float = 5.0):
     return _call(_as_tensor(x))
 
 
+@keras.saving.register_keras_serializable(package="lns_keras")
 def ste_tern(
     x,
     threshold_value: float = 0.05,
@@ -250,6 +270,7 @@ def ste_tern(
     return _call(_as_tensor(x))
 
 
+@keras.saving.register_keras_serializable(package="lns_keras")
 def ste_heaviside(x, clip_value: float | None = 1.0):
     r"""Heaviside step with the straight-through estimator.
 
@@ -670,70 +691,176 @@ class DoReFa(Quantizer):
         return {**super().get_config(), "k_bit": self.precision, "mode": self.mode}
 
 
-def serialize(quantizer: Quantizer | Callable | None) -> dict | str | None:
-    """Serialize a quantizer to a Keras config.
+def _builtin_names() -> dict[str, type]:
+    """Our aliases (`"ste_sign"`) and class names (`"SteSign"`), each naming its class."""
+    return {**{cls.__name__: cls for cls in _ALIASES.values()}, **_ALIASES}
+
+
+def _unknown_name(name: str) -> ValueError:
+    close = difflib.get_close_matches(name, _builtin_names(), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    class_names = sorted(cls.__name__ for cls in _ALIASES.values())
+    return ValueError(
+        f"Unknown quantizer name {name!r} (given as `input_quantizer`, `kernel_quantizer` or "
+        f"`identifier`).{hint} A quantizer name is an alias ({', '.join(sorted(_ALIASES))}), "
+        f"a class name ({', '.join(class_names)}), or the name of a class or function "
+        "registered with `keras.saving.register_keras_serializable`, written "
+        "'Package>name' (e.g. 'MyPackage>my_quantizer'). A quantizer object, a function, "
+        "a config from `quantizers.serialize` or None is accepted as well."
+    )
+
+
+def _from_name(name: str, custom_objects: dict | None = None) -> Quantizer | Callable:
+    """The quantizer a name stands for: a new object for a class, the function itself."""
+    cls = _builtin_names().get(name)
+    if cls is not None:
+        return cls()
+    registered = keras.saving.get_registered_object(name, custom_objects=custom_objects)
+    if registered is None:
+        raise _unknown_name(name)
+    if not inspect.isclass(registered):
+        quantizer = registered
+    else:
+        try:
+            quantizer = registered()
+        except TypeError as error:
+            raise TypeError(
+                f"The quantizer name {name!r} names the class {registered.__name__}, which "
+                f"cannot be built without arguments ({error}). Pass an object instead, "
+                f"e.g. kernel_quantizer={registered.__name__}(...)."
+            ) from error
+    if not callable(quantizer):
+        raise ValueError(
+            f"The quantizer name {name!r} names {quantizer!r}, which is not callable: a "
+            "quantizer is a function or an object that is called on a tensor."
+        )
+    return quantizer
+
+
+def serialize(quantizer: Quantizer | Callable | str | None) -> dict | str | None:
+    """Serialize a quantizer to a Keras config, which [`get`][lns_keras.quantizers.get] reads.
+
+    A function is saved by its registered name (`"lns_keras>ste_sign"`, or the
+    `"Package>name"` given to `keras.saving.register_keras_serializable`) and its module,
+    so that a `.keras` file holding it loads with `safe_mode=True`. An unregistered
+    function is saved by its bare name, and loads only if it is passed to
+    `keras.saving.load_model` in `custom_objects`.
 
     Args:
-        quantizer: A quantizer object, a registered function, or `None`.
+        quantizer: A quantizer object, a function, a quantizer name, or `None`.
 
     Returns:
-        The Keras serialization of `quantizer`, or `None`.
+        The Keras config of `quantizer` (a name is returned as it is), or `None`.
 
     Raises:
         TypeError: From Keras, if `quantizer` is an object Keras cannot serialize (one
             without `get_config`).
+
+    Example:
+        ```python
+        lns_keras.quantizers.serialize(lns_keras.quantizers.ste_sign)
+        # {'module': 'lns_keras.quantizers', 'class_name': 'function',
+        #  'config': 'lns_keras>ste_sign', 'registered_name': 'lns_keras>ste_sign'}
+        ```
     """
     if quantizer is None:
         return None
+    if isinstance(quantizer, types.FunctionType) and quantizer.__name__ != "<lambda>":
+        # Keras's own serialization records a function's module as `builtins`, where it
+        # looks only for Keras's built-in functions: name the function's real module.
+        name = keras.saving.get_registered_name(quantizer)
+        return {
+            "module": quantizer.__module__,
+            "class_name": "function",
+            "config": name,
+            "registered_name": name,
+        }
     return keras.saving.serialize_keras_object(quantizer)
 
 
-def deserialize(config: dict | str, custom_objects: dict | None = None) -> Quantizer | Callable:
-    """Build a quantizer from its Keras config or name.
+def deserialize(
+    config: dict | str | None, custom_objects: dict | None = None
+) -> Quantizer | Callable | None:
+    """Build a quantizer from its Keras config or its name.
+
+    The inverse of [`serialize`][lns_keras.quantizers.serialize]; a name is resolved as by
+    [`get`][lns_keras.quantizers.get].
 
     Args:
-        config: A config produced by [`serialize`][lns_keras.quantizers.serialize] or an
-            alias such as `"ste_sign"`.
-        custom_objects: Extra classes or functions to look up by name.
+        config: A config produced by [`serialize`][lns_keras.quantizers.serialize], a
+            quantizer name (`"ste_sign"`, `"SteSign"`, `"MyPackage>my_quantizer"`), or
+            `None`.
+        custom_objects: Extra classes or functions to look up by name, as in
+            `keras.saving.load_model`.
 
     Returns:
-        The quantizer.
+        The quantizer: a new object for a config or name of a class, the function itself
+        for a function; `None` for `None`.
 
     Raises:
-        ValueError: If the name is unknown.
-        TypeError: From Keras, if the config names a class that is neither registered
-            nor in `custom_objects`.
+        ValueError: If `config` is an unknown name, or neither a name, a dict nor `None`.
+        TypeError: If a name stands for a class that needs constructor arguments; from
+            Keras, if a config names a class or function that is neither registered nor
+            in `custom_objects`.
     """
+    if config is None:
+        return None
     if isinstance(config, str):
-        return get(config)
-    return keras.saving.deserialize_keras_object(config, custom_objects=custom_objects)
+        return _from_name(config, custom_objects)
+    if not isinstance(config, dict):
+        raise ValueError(
+            "`config` must be a quantizer name, a config produced by `quantizers.serialize`, "
+            f"or None, got config={config!r}."
+        )
+    # Our bare class names also resolve a config without a registered name, the form
+    # larq and tf.keras wrote: {"class_name": "SteSign", "config": {...}}.
+    class_names = {cls.__name__: cls for cls in _ALIASES.values()}
+    return keras.saving.deserialize_keras_object(
+        config, custom_objects={**class_names, **(custom_objects or {})}
+    )
 
 
 def get(identifier: Any) -> Quantizer | Callable | None:
-    """Resolve a quantizer from a name, a config, a callable or `None`.
+    """Resolve a quantizer from a name, a config, an object, a function or `None`.
+
+    This is what the quantized layers do with their `input_quantizer` and
+    `kernel_quantizer` arguments.
 
     Args:
         identifier: An alias (`"ste_sign"`, `"approx_sign"`, `"swish_sign"`,
             `"ste_heaviside"`, `"ste_tern"`, `"magnitude_aware_sign"`,
-            `"dorefa_quantizer"`, `"noop"`), a class name (`"SteSign"`), a serialized
-            config, a callable or `None`.
+            `"dorefa_quantizer"`, `"noop"`); a class name (`"SteSign"`); the name of a
+            class or function registered with `keras.saving.register_keras_serializable`,
+            `"Package>name"` (ours are `"lns_keras>SteSign"`, `"lns_keras>ste_sign"`, ...),
+            or a name in a `keras.saving.custom_object_scope`; a config produced by
+            [`serialize`][lns_keras.quantizers.serialize]; a quantizer object or a
+            function, returned as it is; or `None`.
 
     Returns:
-        A quantizer object (or the callable as given), or `None`.
+        A quantizer object (a new one for the name of a class), a function, or `None`.
 
     Raises:
-        ValueError: If `identifier` is an unknown name or cannot be interpreted.
-        TypeError: From Keras, if a config names a class that is not registered.
+        ValueError: If `identifier` is an unknown name or is not one of the above.
+        TypeError: If a name stands for a class that needs constructor arguments; from
+            Keras, if a config names a class or function that is not registered.
+
+    Example:
+        ```python
+        @keras.saving.register_keras_serializable(package="MyPackage")
+        def my_quantizer(x):
+            return lns_keras.quantizers.ste_sign(x, clip_value=2.0)
+
+        lns_keras.quantizers.get("MyPackage>my_quantizer") is my_quantizer  # True
+        lns_keras.quantizers.get("ste_sign")  # a new SteSign(clip_value=1.0)
+        ```
     """
     if identifier is None:
         return None
-    if isinstance(identifier, str):
-        cls = _ALIASES.get(identifier) or {c.__name__: c for c in _ALIASES.values()}.get(identifier)
-        if cls is None:
-            raise ValueError(f"Unknown quantizer {identifier!r}. Known names: {sorted(_ALIASES)}.")
-        return cls()
-    if isinstance(identifier, dict):
+    if isinstance(identifier, str | dict):
         return deserialize(identifier)
     if callable(identifier):
         return identifier
-    raise ValueError(f"Could not interpret quantizer identifier {identifier!r}.")
+    raise ValueError(
+        f"Could not interpret quantizer identifier={identifier!r}: expected a quantizer name, "
+        "a config produced by `quantizers.serialize`, a quantizer object, a function, or None."
+    )
