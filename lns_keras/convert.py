@@ -16,6 +16,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from lns_keras import _checks
 from lns_keras.layers.lns import LNSQuantConv2D, LNSQuantDense, is_lns_layer
 from lns_keras.layers.quantized import QuantConv2D, QuantDense, kernel_scale_factor
 
@@ -52,8 +53,17 @@ def is_binary_layer(layer) -> bool:
 
 
 def _check_model(model) -> None:
+    """`model` can be rebuilt layer by layer: a built functional or Sequential model."""
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError(f"`model` must be a built keras.Model, got {model!r}.")
+    # A functional model is a keras.Model that is also a keras.Function (its graph of
+    # layers); a subclassed model has only its Python `call`, which cannot be rewired.
+    if not isinstance(model, keras.Sequential | keras.Function):
+        raise ValueError(
+            "Only functional and Sequential models can be converted, got `model` "
+            f"{model.name!r} of the subclassed class {type(model).__name__}; build the "
+            "network with keras.Input and layer calls, or with keras.Sequential."
+        )
 
 
 def _clone(model, clone_function):
@@ -90,9 +100,9 @@ def to_lns(model: keras.Model, *, include_dense: bool = True, **lns_kwargs: Any)
         A new, uncompiled model.
 
     Raises:
-        ValueError: If `model` is not a built `keras.Model`, has no binary layer to
-            convert, or an LNS argument is unknown or invalid; from Keras, if `model` is
-            a subclassed model (only Sequential and functional models can be cloned).
+        ValueError: If `model` is not a built `keras.Model`, is a subclassed model (only
+            functional and Sequential models can be converted), has no binary layer to
+            convert, or an LNS argument is unknown or invalid.
 
     Example:
         ```python
@@ -146,9 +156,9 @@ def fold(model: keras.Model) -> keras.Model:
         A new, uncompiled model without mapping networks.
 
     Raises:
-        ValueError: If `model` is not a built `keras.Model`, or a layer's
-            `kernel_quantizer` does not produce ±1 values; from Keras, if `model` is a
-            subclassed model (only Sequential and functional models can be cloned).
+        ValueError: If `model` is not a built `keras.Model`, is a subclassed model (only
+            functional and Sequential models can be converted), has no LNS layer, or a
+            layer's `kernel_quantizer` does not produce ±1 values.
 
     Example:
         ```python
@@ -156,6 +166,8 @@ def fold(model: keras.Model) -> keras.Model:
         ```
     """
     _check_model(model)
+    if not any(is_lns_layer(layer) for layer in _all_layers(model)):
+        raise ValueError(f"`model` {model.name!r} has no LNS layer to fold.")
 
     def clone_function(layer):
         config = layer.get_config()
@@ -259,10 +271,11 @@ def warm_start(
         The `History` of the warm-start fit.
 
     Raises:
-        ValueError: If `epochs` is not an integer ≥ 0, `alpha` < 0, `loss_reduction` is
-            unknown, or the model has no LNS layer; from Keras, e.g. if `data` does not
-            fit the model. Whatever `compile` or `fit` raise propagates after the
-            trainability and the layers' `alpha` and `loss_reduction` are restored.
+        ValueError: If `epochs` is not an integer ≥ 0, `alpha` is neither `None` nor a
+            finite real number ≥ 0, `loss_reduction` is unknown, or the model has no LNS
+            layer; from Keras, e.g. if `data` does not fit the model. Whatever `compile`
+            or `fit` raise propagates after the trainability and the layers' `alpha` and
+            `loss_reduction` are restored.
 
     Example:
         ```python
@@ -271,10 +284,9 @@ def warm_start(
         lns_model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
         ```
     """
-    if not isinstance(epochs, int) or epochs < 0:
-        raise ValueError(f"`epochs` must be an integer >= 0, got epochs={epochs!r}.")
-    if alpha is not None and not alpha >= 0:
-        raise ValueError(f"`alpha` must be >= 0 or None, got alpha={alpha!r}.")
+    epochs = _checks.integer("epochs", epochs, minimum=0)
+    if alpha is not None:
+        alpha = _checks.nonnegative_real("alpha", alpha)
     if loss_reduction not in ("mean", "sum", None):
         raise ValueError(
             f"`loss_reduction` must be 'mean', 'sum' or None, got loss_reduction={loss_reduction!r}."
@@ -296,7 +308,7 @@ def warm_start(
                 variable_flags[id(variable)] = (variable, variable.trainable)
                 variable.trainable = False
             if alpha is not None:
-                layer.alpha = float(alpha)
+                layer.alpha = alpha
             if loss_reduction is not None:
                 layer.loss_reduction = loss_reduction
         model.compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile)

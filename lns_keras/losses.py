@@ -13,7 +13,11 @@ equals the clean loss $\\ell(\\hat q, q) = (\\hat q - q)^2$ (Eq. 10).
 
 from __future__ import annotations
 
+import keras
+import numpy as np
 from keras import ops
+
+from lns_keras import _checks
 
 __all__ = ["check_noise_rates", "corrected_loss", "squared_error"]
 
@@ -22,16 +26,15 @@ def check_noise_rates(rho_pos: float, rho_neg: float) -> None:
     """Validate the noise rates: both ≥ 0 and `rho_pos + rho_neg < 1` (Eq. 8-9).
 
     Args:
-        rho_pos: $\\rho_{+1}$.
-        rho_neg: $\\rho_{-1}$.
+        rho_pos: $\\rho_{+1}$, a real number (NumPy scalars included).
+        rho_neg: $\\rho_{-1}$, a real number (NumPy scalars included).
 
     Raises:
-        ValueError: If a rate is not a number ≥ 0 or `rho_pos + rho_neg >= 1`; the
-            message names the bad value.
+        ValueError: If a rate is not a finite real number ≥ 0 (`True`, `nan` and `inf`
+            are not) or `rho_pos + rho_neg >= 1`; the message names the bad value.
     """
-    for name, value in (("rho_pos", rho_pos), ("rho_neg", rho_neg)):
-        if not (isinstance(value, int | float) and value >= 0):
-            raise ValueError(f"Noise rate `{name}` must be a number >= 0, got {name}={value!r}.")
+    rho_pos = _checks.nonnegative_real("rho_pos", rho_pos)
+    rho_neg = _checks.nonnegative_real("rho_neg", rho_neg)
     if not rho_pos + rho_neg < 1:
         raise ValueError(
             f"Noise rates must satisfy rho_pos + rho_neg < 1, got rho_pos={rho_pos!r}, "
@@ -78,11 +81,16 @@ def corrected_loss(q_hat, q_noisy, rho_pos: float, rho_neg: float):
         The element-wise loss, same shape as `q_hat`.
 
     Raises:
-        ValueError: If a rate is not a number ≥ 0 or `rho_pos + rho_neg >= 1`.
+        ValueError: If a rate is not a finite real number ≥ 0 or
+            `rho_pos + rho_neg >= 1`; if the shapes of `q_hat` and `q_noisy` differ
+            (compared as known before running: a dimension unknown while tracing
+            matches any); or if `q_noisy` holds a value other than ±1 (checked where its
+            values are concrete, i.e. eagerly; inside `tf.function` or XLA there are no
+            values to check). Each message names the argument and the bad value.
         AttributeError: If `q_hat` has no `dtype`, e.g. a Python list (pass a tensor or
             an array).
-        tensorflow.errors.InvalidArgumentError: From TensorFlow, if the shapes of
-            `q_hat` and `q_noisy` do not broadcast.
+        tensorflow.errors.InvalidArgumentError: From TensorFlow, inside a traced
+            function, if dimensions unknown while tracing turn out not to broadcast.
 
     Example:
         ```python
@@ -91,6 +99,13 @@ def corrected_loss(q_hat, q_noisy, rho_pos: float, rho_neg: float):
         ```
     """
     check_noise_rates(rho_pos, rho_neg)
+    _check_labels(q_hat, q_noisy)
+    return _corrected_loss(q_hat, q_noisy, float(rho_pos), float(rho_neg))
+
+
+def _corrected_loss(q_hat, q_noisy, rho_pos: float, rho_neg: float):
+    """Eq. 15 without the checks of `corrected_loss`, for callers whose labels are ±1 by
+    construction (the LNS layers pass `sign(W)`), so nothing runs outside the math."""
     q_noisy = ops.cast(q_noisy, q_hat.dtype)
     positive = ops.greater(q_noisy, 0)
     rho_same = ops.where(positive, rho_pos, rho_neg)  # ρ_{q̃}
@@ -99,3 +114,47 @@ def corrected_loss(q_hat, q_noisy, rho_pos: float, rho_neg: float):
         q_hat, -q_noisy
     )
     return numerator / (1.0 - rho_pos - rho_neg)  # Eq. 15
+
+
+def _check_labels(q_hat, q_noisy) -> None:
+    """`q_noisy` has the shape of `q_hat` and, where its values are concrete, only ±1."""
+    hat_shape, noisy_shape = _static_shape(q_hat), _static_shape(q_noisy)
+    if hat_shape is not None and noisy_shape is not None:
+        if len(hat_shape) != len(noisy_shape) or any(
+            a is not None and b is not None and a != b for a, b in zip(hat_shape, noisy_shape)
+        ):
+            # Broadcasting would silently pair each estimate with the wrong label.
+            raise ValueError(
+                f"`q_noisy` must have the shape of `q_hat`, got q_noisy of shape "
+                f"{noisy_shape} and q_hat of shape {hat_shape}."
+            )
+    values = _concrete_values(q_noisy)
+    if values is not None and not np.all(np.abs(values) == 1):
+        wrong = np.unique(values[np.abs(values) != 1])
+        raise ValueError(
+            "`q_noisy` must hold only -1 and +1 (noisy labels sign(W)), got q_noisy with "
+            f"the values {wrong[:5].tolist()}{' ...' if wrong.size > 5 else ''}."
+        )
+
+
+def _static_shape(x) -> tuple | None:
+    """The shape known before running (`None` for an unknown dimension), or `None` if even
+    the rank is unknown."""
+    shape = getattr(x, "shape", None)
+    if shape is None:
+        return np.shape(x)  # a Python list or number
+    if getattr(shape, "rank", 0) is None:  # a tf.TensorShape of unknown rank
+        return None
+    return tuple(None if dim is None else int(dim) for dim in shape)
+
+
+def _concrete_values(x) -> np.ndarray | None:
+    """The values of `x` as a NumPy array, or `None` when `x` is symbolic or being traced."""
+    if keras.backend.is_keras_tensor(x):
+        return None
+    try:
+        return np.asarray(ops.convert_to_numpy(x))
+    except (NotImplementedError, TypeError):
+        # A tensor being traced has no values: TensorFlow's graph tensors (tf.function,
+        # XLA) raise NotImplementedError, JAX's tracers a TypeError.
+        return None

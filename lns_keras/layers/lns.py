@@ -15,7 +15,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from lns_keras import losses, quantizers
+from lns_keras import _checks, losses, quantizers
 from lns_keras.layers.quantized import QuantConv2D, QuantDense
 from lns_keras.mapping import BinarizationMapping
 
@@ -43,7 +43,8 @@ NOISY_LABELS = ("latent", "pretrained")
 
 
 def _noise_rates(rho) -> tuple[float, float]:
-    """`rho` as `(rho_pos, rho_neg)`: a number means both rates equal (paper §3.2)."""
+    """`rho` as `(rho_pos, rho_neg)`, Python floats: a number means both rates equal
+    (paper §3.2)."""
     if isinstance(rho, list | tuple):
         if len(rho) != 2:
             raise ValueError(
@@ -52,7 +53,11 @@ def _noise_rates(rho) -> tuple[float, float]:
         rho_pos, rho_neg = rho
     else:
         rho_pos = rho_neg = rho
-    losses.check_noise_rates(rho_pos, rho_neg)
+    try:
+        losses.check_noise_rates(rho_pos, rho_neg)
+    except ValueError as error:
+        # Name the argument the user passed, not only the rate taken from it.
+        raise ValueError(f"Invalid `rho`, got rho={rho!r}: {error}") from None
     return float(rho_pos), float(rho_neg)
 
 
@@ -62,8 +67,7 @@ class _LNSMixin:
     def _init_lns(
         self, alpha, rho, loss_reduction, noisy_labels, mapping_width, mapping_activation
     ):
-        if not (isinstance(alpha, int | float) and alpha >= 0):
-            raise ValueError(f"`alpha` must be a number >= 0, got alpha={alpha!r}.")
+        alpha = _checks.nonnegative_real("alpha", alpha)
         if loss_reduction not in LOSS_REDUCTIONS:
             raise ValueError(
                 f"`loss_reduction` must be one of {LOSS_REDUCTIONS}, got "
@@ -73,9 +77,12 @@ class _LNSMixin:
             raise ValueError(
                 f"`noisy_labels` must be one of {NOISY_LABELS}, got noisy_labels={noisy_labels!r}."
             )
+        mapping_width = _checks.integer("mapping_width", mapping_width, minimum=1)
         self.noise_rates = _noise_rates(rho)
-        self.alpha = float(alpha)
-        self.rho = rho
+        self.alpha = alpha
+        # Python numbers, in the form given (a number or a pair): NumPy scalars would not
+        # survive the JSON config.
+        self.rho = self.noise_rates if isinstance(rho, list | tuple) else self.noise_rates[0]
         self.loss_reduction = loss_reduction
         self.noisy_labels = noisy_labels
         self.mapping_width = mapping_width
@@ -149,7 +156,8 @@ class _LNSMixin:
             tensorflow.errors.InvalidArgumentError: From TensorFlow, if the shape of
                 `q_hat` does not broadcast against the kernel's.
         """
-        elementwise = losses.corrected_loss(q_hat, self.noisy_targets(), *self.noise_rates)
+        # The labels are sign(W), ±1 by construction: the unchecked Eq. 15.
+        elementwise = losses._corrected_loss(q_hat, self.noisy_targets(), *self.noise_rates)
         if self.loss_reduction == "sum":
             return ops.sum(elementwise)  # Eq. 17
         return ops.mean(elementwise)  # Eq. 16
@@ -230,10 +238,12 @@ class LNSQuantConv2D(_LNSMixin, QuantConv2D):
         **kwargs: Every other argument of `QuantConv2D` / `keras.layers.Conv2D`.
 
     Raises:
-        ValueError: For a negative `alpha`; invalid noise rates (a rate < 0, a sum ≥ 1,
-            or a sequence that is not a pair); a `mapping_width` that is not a positive
-            integer; an unknown `loss_reduction`, `noisy_labels`, `kernel_scale`,
-            quantizer or constraint; each names the value. From Keras: any argument
+        ValueError: For an `alpha` that is not a finite real number ≥ 0 (NumPy scalars
+            are accepted; `True`, `nan`, `inf` are not); invalid noise rates (a rate that
+            is not a finite real number ≥ 0, a sum ≥ 1, or a sequence that is not a
+            pair); a `mapping_width` that is not a positive integer (`True` is not); an
+            unknown `loss_reduction`, `noisy_labels`, `kernel_scale`, quantizer or
+            constraint; each names the value. From Keras: any argument
             `keras.layers.Conv2D` rejects, or a call on an input whose rank or channel
             count does not fit the layer.
 
