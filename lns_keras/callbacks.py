@@ -145,6 +145,10 @@ class GradientReach(keras.callbacks.Callback):
     Args:
         per_layer: Whether to log the per-layer fractions too.
 
+    Raises:
+        AttributeError: At the end of an epoch, if the callback is not attached to a
+            Keras model.
+
     Example:
         ```python
         lns_model.fit(ds, epochs=3, callbacks=[lns_keras.callbacks.GradientReach(),

@@ -35,6 +35,9 @@ def default_kernel_quantizer():
 
     Returns:
         A `SteSign` quantizer.
+
+    Raises:
+        Nothing: It takes no argument.
     """
     return quantizers.SteSign(clip_value=None)
 
