@@ -93,7 +93,7 @@ COMMON = dict(
 )
 BASELINE = dict(epochs=40, optimizer="adam", learning_rate=1e-3, schedule="cosine")
 FINETUNE = dict(
-    epochs=10,
+    epochs=8,
     optimizer="adam",
     learning_rate=1e-4,
     schedule="cosine",
