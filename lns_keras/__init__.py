@@ -7,8 +7,9 @@ layer = lns_keras.LNSQuantConv2D(64, 3, padding="same", alpha=1.0, rho=0.005)
 ```
 """
 
-from lns_keras import callbacks, constraints, convert, export, losses, quantizers
+from lns_keras import callbacks, constraints, convert, export, kbit, losses, quantizers, slb
 from lns_keras.layers import LNSQuantConv2D, LNSQuantDense, QuantConv2D, QuantDense
+from lns_keras.layers.slb import SLBQuantConv2D, SLBQuantDense
 from lns_keras.mapping import BinarizationMapping
 from lns_keras.summary import model_stats, summary
 
@@ -20,12 +21,16 @@ __all__ = [
     "LNSQuantDense",
     "QuantConv2D",
     "QuantDense",
+    "SLBQuantConv2D",
+    "SLBQuantDense",
     "callbacks",
     "constraints",
     "convert",
     "export",
+    "kbit",
     "losses",
     "model_stats",
     "quantizers",
+    "slb",
     "summary",
 ]

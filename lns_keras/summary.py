@@ -5,7 +5,10 @@ multiply-accumulates plus 1/64 of the binary ones, since a 64-bit CPU computes 6
 products with one XNOR and one popcount. Only convolutions and dense layers are counted;
 batch normalization, activations and additions are left out, as in the paper's tables.
 A parameter is 1-bit when it is the kernel of a layer whose `kernel_quantizer` has
-precision 1; every other weight (biases, batch normalization, mapping networks) is 32-bit.
+precision 1, and k-bit (counted at k bits) when that precision is k, 1 < k < 32; every
+other weight (biases, batch normalization, mapping networks) is 32-bit. An SLB layer counts
+as the kernel it deploys, `weight_bits` bits a weight, as its folded layer does: its
+logits, temperature and hard flag are search state that folding removes.
 A layer's multiply-accumulates are binary when both its input and kernel quantizers are
 1-bit.
 """
@@ -36,6 +39,8 @@ class LayerStats:
         params_32bit: Number of 32-bit parameters.
         binary_macs: Binary multiply-accumulates per example.
         float_macs: Real-valued multiply-accumulates per example.
+        params_kbit: Number of parameters of a k-bit kernel, 1 < k < 32.
+        kernel_bits: The bits k of such a kernel (32 when there is none).
 
     Raises:
         TypeError: If an argument is missing.
@@ -56,11 +61,18 @@ class LayerStats:
     params_32bit: int
     binary_macs: int
     float_macs: int
+    params_kbit: int = 0
+    kernel_bits: int = 32
+
+    @property
+    def memory_bits(self) -> int:
+        """Memory of the parameters in bits."""
+        return self.params_1bit + self.kernel_bits * self.params_kbit + 32 * self.params_32bit
 
     @property
     def memory_mbit(self) -> float:
         """Memory of the parameters in Mbit (10^6 bits)."""
-        return (self.params_1bit + 32 * self.params_32bit) / 1e6
+        return self.memory_bits / 1e6
 
     @property
     def flops(self) -> float:
@@ -101,9 +113,14 @@ class ModelStats:
         return sum(s.params_32bit for s in self.layers)
 
     @property
+    def params_kbit(self) -> int:
+        """Total parameters of k-bit kernels, 1 < k < 32 (each layer's own k)."""
+        return sum(s.params_kbit for s in self.layers)
+
+    @property
     def memory_mbit(self) -> float:
         """Total memory of the parameters in Mbit (10^6 bits)."""
-        return (self.params_1bit + 32 * self.params_32bit) / 1e6
+        return sum(s.memory_bits for s in self.layers) / 1e6
 
     @property
     def binary_macs(self) -> int:
@@ -127,16 +144,28 @@ def _precision(quantizer) -> int:
 
 def _layer_stats(layer) -> LayerStats:
     from lns_keras.layers.quantized import QuantConv2D, QuantDense
+    from lns_keras.layers.slb import is_slb_layer
 
     kernel_quantizer = getattr(layer, "kernel_quantizer", None)
     input_quantizer = getattr(layer, "input_quantizer", None)
-    binary_kernel = (
-        isinstance(layer, QuantConv2D | QuantDense) and _precision(kernel_quantizer) == 1
-    )
+    if is_slb_layer(layer):
+        # Counted as folded: the logits, temperature and hard flag become one k-bit kernel.
+        kernel_bits = layer.weight_bits
+        kernel_shape = layer.kernel_shape
+        search_state = {id(v) for v in (layer.logits, layer.temperature, layer.hard_flag)}
+        other = [w for w in layer.weights if id(w) not in search_state]
+        n_weights = math.prod(kernel_shape) + sum(math.prod(w.shape) for w in other)
+    else:
+        quantized = isinstance(layer, QuantConv2D | QuantDense)
+        kernel_bits = _precision(kernel_quantizer) if quantized else 32
+        kernel_shape = tuple(layer.kernel.shape) if hasattr(layer, "kernel") else ()
+        n_weights = sum(math.prod(w.shape) for w in layer.weights)
+    binary_kernel = kernel_bits == 1
     binary_ops = binary_kernel and _precision(input_quantizer) == 1
 
-    n_weights = sum(math.prod(w.shape) for w in layer.weights)
-    params_1bit = math.prod(layer.kernel.shape) if binary_kernel else 0
+    kernel_size = math.prod(kernel_shape) if kernel_shape else 0
+    params_1bit = kernel_size if binary_kernel else 0
+    params_kbit = kernel_size if 1 < kernel_bits < 32 else 0
     output_shape = tuple(layer.output.shape) if _has_output(layer) else ()
 
     macs = 0
@@ -148,15 +177,17 @@ def _layer_stats(layer) -> LayerStats:
             positions = math.prod(output_shape[1:3])
         else:
             positions = math.prod(output_shape[2:4])
-        macs = math.prod(layer.kernel.shape) * positions
+        macs = kernel_size * positions
     return LayerStats(
         name=layer.name,
         layer_type=type(layer).__name__,
         output_shape=output_shape,
         params_1bit=params_1bit,
-        params_32bit=n_weights - params_1bit,
+        params_32bit=n_weights - params_1bit - params_kbit,
         binary_macs=macs if binary_ops else 0,
         float_macs=0 if binary_ops else macs,
+        params_kbit=params_kbit,
+        kernel_bits=kernel_bits if params_kbit else 32,
     )
 
 
@@ -210,7 +241,7 @@ def _fmt(value: float) -> str:
 
 
 def summary(model: keras.Model, print_fn=print) -> ModelStats:
-    """Print a per-layer table of 1-bit/32-bit parameters, memory and MACs, then totals.
+    """Print a per-layer table of 1-bit/(k-bit/)32-bit parameters, memory and MACs, then totals.
 
     The layout follows larq's `lq.models.summary`.
 
@@ -230,12 +261,30 @@ def summary(model: keras.Model, print_fn=print) -> ModelStats:
         ```
     """
     stats = model_stats(model)
-    header = ("Layer", "Outputs", "# 1-bit", "# 32-bit", "Mem (Mbit)", "1-bit MACs", "32-bit MACs")
+    # A "# k-bit" column (count and bits) only when some kernel has 1 < k < 32 bits.
+    kbit = stats.params_kbit > 0
+
+    def kbit_cell(count: int, bits: int | None) -> list[str]:
+        if not kbit:
+            return []
+        return [f"{_fmt(count)} ({bits}-bit)" if count and bits else _fmt(count)]
+
+    header = (
+        "Layer",
+        "Outputs",
+        "# 1-bit",
+        *(["# k-bit"] if kbit else []),
+        "# 32-bit",
+        "Mem (Mbit)",
+        "1-bit MACs",
+        "32-bit MACs",
+    )
     rows = [
         (
             f"{s.name} ({s.layer_type})",
             str(s.output_shape),
             _fmt(s.params_1bit),
+            *kbit_cell(s.params_kbit, s.kernel_bits),
             _fmt(s.params_32bit),
             f"{s.memory_mbit:.4f}",
             _fmt(s.binary_macs),
@@ -247,6 +296,7 @@ def summary(model: keras.Model, print_fn=print) -> ModelStats:
         "Total",
         "",
         _fmt(stats.params_1bit),
+        *kbit_cell(stats.params_kbit, None),
         _fmt(stats.params_32bit),
         f"{stats.memory_mbit:.4f}",
         _fmt(stats.binary_macs),

@@ -20,6 +20,9 @@ MODULES = [
     "lns_keras.layers",
     "lns_keras.layers.quantized",
     "lns_keras.layers.lns",
+    "lns_keras.layers.slb",
+    "lns_keras.kbit",
+    "lns_keras.slb",
     "lns_keras.mapping",
     "lns_keras.losses",
     "lns_keras.convert",
@@ -51,6 +54,18 @@ LAYER_METHODS = {
         "noisy_supervision_loss",
         "snapshot_labels",
     ],
+    **{
+        name: [
+            "quantized_kernel",
+            "binary_kernel",
+            "probabilities",
+            "soft_kernel",
+            "hard_kernel",
+            "set_temperature",
+            "init_logits_from_kernel",
+        ]
+        for name in ("SLBQuantConv2D", "SLBQuantDense")
+    },
 }
 
 

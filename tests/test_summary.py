@@ -125,9 +125,9 @@ def test_mixed_model_totals():
     assert stats.params_1bit + stats.params_32bit == _mixed_model().count_params()
 
 
-def test_non_binary_quantizers_count_as_32_bit():
+def test_non_binary_quantizers_count_at_their_precision():
     inputs = keras.Input((6, 6, 2))
-    # Ternary kernel (precision 2) with binary input: not 1-bit, MACs not binary.
+    # Ternary kernel (precision 2) with binary input: 2-bit weights, MACs not binary.
     x = lns_keras.QuantConv2D(
         3, 3, use_bias=False, input_quantizer="ste_sign", kernel_quantizer="ste_tern"
     )(inputs)
@@ -137,13 +137,14 @@ def test_non_binary_quantizers_count_as_32_bit():
     )(x)
     stats = lns_keras.model_stats(keras.Model(inputs, outputs))
     first, second = stats.layers
-    # first: 3*3*2*3 = 54 weights, 4x4 = 16 positions -> 864 MACs
+    # first: 3*3*2*3 = 54 weights at 2 bits, 4x4 = 16 positions -> 864 MACs
     assert (first.params_1bit, first.params_32bit, first.binary_macs, first.float_macs) == (
         0,
-        54,
+        0,
         0,
         864,
     )
+    assert (first.params_kbit, first.kernel_bits, first.memory_bits) == (54, 2, 108)
     # second: 1*1*3*2 = 6 weights, 16 positions -> 96 MACs
     assert (second.params_1bit, second.params_32bit, second.binary_macs, second.float_macs) == (
         6,
