@@ -85,7 +85,7 @@ class _LNSMixin:
         self.alpha = alpha
         # Python numbers, in the form given (a number or a pair): NumPy scalars would not
         # survive the JSON config.
-        self.rho = self.noise_rates if isinstance(rho, list | tuple) else self.noise_rates[0]
+        self.rho = list(self.noise_rates) if isinstance(rho, list | tuple) else self.noise_rates[0]
         self.loss_reduction = loss_reduction
         self.noisy_labels = noisy_labels
         self.mapping_width = mapping_width
