@@ -2,15 +2,20 @@
 
 FLOPs are counted as in the LNS paper (§4.3, after Bi-Real Net): real-valued
 multiply-accumulates plus 1/64 of the binary ones, since a 64-bit CPU computes 64 binary
-products with one XNOR and one popcount. Only convolutions and dense layers are counted;
-batch normalization, activations and additions are left out, as in the paper's tables.
+products with one XNOR and one popcount. Only convolutions (plain, depthwise, separable,
+transposed, locally connected) and dense layers are counted; batch normalization,
+activations and additions are left out, as in the paper's tables. A kernel element takes
+part in one multiply-accumulate per output position (per input position in a transposed
+convolution, once in a locally connected layer).
 A parameter is 1-bit when it is the kernel of a layer whose `kernel_quantizer` has
 precision 1, and k-bit (counted at k bits) when that precision is k, 1 < k < 32; every
 other weight (biases, batch normalization, mapping networks) is 32-bit. An SLB layer counts
 as the kernel it deploys, `weight_bits` bits a weight, as its folded layer does: its
 logits, temperature and hard flag are search state that folding removes.
 A layer's multiply-accumulates are binary when both its input and kernel quantizers are
-1-bit.
+1-bit; a separable convolution's pointwise products never are (they multiply the
+depthwise output, which is not binarized; larq counts them at the layer input's
+precision).
 """
 
 from __future__ import annotations
@@ -142,53 +147,113 @@ def _precision(quantizer) -> int:
     return getattr(quantizer, "precision", None) or 32
 
 
-def _layer_stats(layer) -> LayerStats:
-    from lns_keras.layers.quantized import QuantConv2D, QuantDense
+# Each kernel element is used once per output position (grouped or not) ...
+_CONVOLUTIONS = (
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+)
+# ... and, in a transposed convolution, once per input position.
+_TRANSPOSED_CONVOLUTIONS = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+
+
+def _kernels(layer) -> list[tuple[str, tuple, int]]:
+    """(attribute, shape, bits) of each kernel of `layer`."""
     from lns_keras.layers.slb import is_slb_layer
 
-    kernel_quantizer = getattr(layer, "kernel_quantizer", None)
-    input_quantizer = getattr(layer, "input_quantizer", None)
     if is_slb_layer(layer):
         # Counted as folded: the logits, temperature and hard flag become one k-bit kernel.
-        kernel_bits = layer.weight_bits
-        kernel_shape = layer.kernel_shape
+        return [("kernel", tuple(layer.kernel_shape), layer.weight_bits)]
+    # Every lns_keras quantized layer lists its kernels and their quantizers.
+    quantized = getattr(layer, "_quantized_weights", None)
+    if quantized is not None:
+        return [
+            (weight, tuple(getattr(layer, weight).shape), _precision(getattr(layer, quantizer)))
+            for weight, quantizer, _ in quantized
+        ]
+    return [
+        (weight, tuple(getattr(layer, weight).shape), 32)
+        for weight in ("kernel", "depthwise_kernel", "pointwise_kernel")
+        if getattr(layer, weight, None) is not None
+    ]
+
+
+def _spatial_size(layer, shape: tuple) -> int:
+    """The number of positions in `shape` (batch and channel axes left out)."""
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        return math.prod(shape[2:])
+    return math.prod(shape[1:-1])
+
+
+def _uses_per_kernel_element(layer, output_shape: tuple) -> int:
+    """How many multiply-accumulates each kernel element takes part in, per example."""
+    from lns_keras.layers.zoo import QuantLocallyConnected1D, QuantLocallyConnected2D
+
+    if isinstance(layer, QuantLocallyConnected1D | QuantLocallyConnected2D):
+        return 1  # unshared: one slice of the kernel per output position
+    if isinstance(layer, (keras.layers.Dense, *_CONVOLUTIONS)):
+        return _spatial_size(layer, output_shape)
+    if isinstance(layer, _TRANSPOSED_CONVOLUTIONS):
+        return _spatial_size(layer, _input_shape(layer))
+    return 0
+
+
+def _layer_stats(layer) -> LayerStats:
+    from lns_keras.layers.slb import is_slb_layer
+
+    kernels = _kernels(layer)
+    if is_slb_layer(layer):
         search_state = {id(v) for v in (layer.logits, layer.temperature, layer.hard_flag)}
         other = [w for w in layer.weights if id(w) not in search_state]
-        n_weights = math.prod(kernel_shape) + sum(math.prod(w.shape) for w in other)
+        n_weights = math.prod(kernels[0][1]) + sum(math.prod(w.shape) for w in other)
     else:
-        quantized = isinstance(layer, QuantConv2D | QuantDense)
-        kernel_bits = _precision(kernel_quantizer) if quantized else 32
-        kernel_shape = tuple(layer.kernel.shape) if hasattr(layer, "kernel") else ()
         n_weights = sum(math.prod(w.shape) for w in layer.weights)
-    binary_kernel = kernel_bits == 1
-    binary_ops = binary_kernel and _precision(input_quantizer) == 1
-
-    kernel_size = math.prod(kernel_shape) if kernel_shape else 0
-    params_1bit = kernel_size if binary_kernel else 0
-    params_kbit = kernel_size if 1 < kernel_bits < 32 else 0
+    input_bits = _precision(getattr(layer, "input_quantizer", None))
     output_shape = tuple(layer.output.shape) if _has_output(layer) else ()
+    uses = _uses_per_kernel_element(layer, output_shape)
 
-    macs = 0
-    if isinstance(layer, keras.layers.Conv2D | keras.layers.DepthwiseConv2D | keras.layers.Dense):
-        # A kernel element is used once per output position, grouped or not.
-        if isinstance(layer, keras.layers.Dense):
-            positions = math.prod(output_shape[1:-1])
-        elif layer.data_format == "channels_last":
-            positions = math.prod(output_shape[1:3])
+    params_1bit = params_kbit = binary_macs = float_macs = 0
+    kbit_widths = []
+    for weight, shape, bits in kernels:
+        size = math.prod(shape)
+        if bits == 1:
+            params_1bit += size
+        elif bits < 32:
+            params_kbit += size
+            kbit_widths.append(bits)
+        # A separable convolution's pointwise kernel multiplies the depthwise output,
+        # which no quantizer binarizes: its products are never binary.
+        if bits == 1 and input_bits == 1 and weight != "pointwise_kernel":
+            binary_macs += size * uses
         else:
-            positions = math.prod(output_shape[2:4])
-        macs = kernel_size * positions
+            float_macs += size * uses
     return LayerStats(
         name=layer.name,
         layer_type=type(layer).__name__,
         output_shape=output_shape,
         params_1bit=params_1bit,
         params_32bit=n_weights - params_1bit - params_kbit,
-        binary_macs=macs if binary_ops else 0,
-        float_macs=0 if binary_ops else macs,
+        binary_macs=binary_macs,
+        float_macs=float_macs,
         params_kbit=params_kbit,
-        kernel_bits=kernel_bits if params_kbit else 32,
+        # One width a layer: two k-bit kernels of different k count at the larger.
+        kernel_bits=max(kbit_widths, default=32),
     )
+
+
+def _input_shape(layer) -> tuple:
+    try:
+        return tuple(layer.input.shape)
+    except (AttributeError, ValueError):
+        return ()
 
 
 def _has_output(layer) -> bool:
