@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from pathlib import Path
 
 import keras
 import larq_oracle
@@ -650,3 +651,10 @@ def test_model_stats_counts_every_new_layer():
 
     keras_transpose = by_type["Conv1DTranspose"]
     assert keras_transpose.float_macs == 3 * 4 * 2 * 49
+
+
+def test_zoo_is_in_the_api_reference():
+    # tests/test_docstrings.py checks the docstrings through lns_keras.layers; this checks
+    # that the module's page exists.
+    page = Path(__file__).resolve().parent.parent / "docs" / "api" / "layers.md"
+    assert "::: lns_keras.layers.zoo\n" in page.read_text()
