@@ -7,7 +7,19 @@ layer = lns_keras.LNSQuantConv2D(64, 3, padding="same", alpha=1.0, rho=0.005)
 ```
 """
 
-from lns_keras import callbacks, constraints, convert, export, kbit, losses, quantizers, slb
+from lns_keras import (
+    callbacks,
+    constraints,
+    context,
+    convert,
+    export,
+    kbit,
+    losses,
+    metrics,
+    optimizers,
+    quantizers,
+    slb,
+)
 from lns_keras.layers import LNSQuantConv2D, LNSQuantDense, QuantConv2D, QuantDense
 from lns_keras.layers.slb import SLBQuantConv2D, SLBQuantDense
 from lns_keras.layers.zoo import (
@@ -45,11 +57,14 @@ __all__ = [
     "SLBQuantDense",
     "callbacks",
     "constraints",
+    "context",
     "convert",
     "export",
     "kbit",
     "losses",
+    "metrics",
     "model_stats",
+    "optimizers",
     "quantizers",
     "slb",
     "summary",

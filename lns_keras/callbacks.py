@@ -8,7 +8,7 @@ import numpy as np
 
 from lns_keras.layers.quantized import QuantConv2D, QuantDense
 
-__all__ = ["FlipRate", "GradientReach", "binary_signs", "gradient_reach"]
+__all__ = ["FlipRate", "GradientReach", "HyperparameterScheduler", "binary_signs", "gradient_reach"]
 
 
 def binary_signs(model: keras.Model) -> dict[str, np.ndarray]:
@@ -172,3 +172,163 @@ class GradientReach(keras.callbacks.Callback):
         if self.per_layer:
             for name, s in stats.items():
                 logs[f"gradient_reach/{name}"] = s["reach"]
+
+
+def _takes_current_value(schedule) -> bool:
+    """Whether `schedule` takes `(t, current_value)` rather than `(t)`."""
+    import inspect
+
+    try:
+        parameters = inspect.signature(schedule).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    positional = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
+
+
+class HyperparameterScheduler(keras.callbacks.Callback):
+    """Set an optimizer's hyperparameter from a schedule, each epoch or each step (larq's).
+
+    At the start of epoch $e$ (or of each training step, with `update_freq="step"`) the
+    hyperparameter becomes `schedule(t)`, with $t = e$ counted from 0 (or $t$ = the
+    optimizer's `iterations`, the global step). A schedule that takes two arguments gets
+    the current value too: `schedule(t, current_value)`. At the end of each epoch the
+    value is added to the logs as `log_name`, so that `History`, `CSVLogger` and
+    `TensorBoard` record it (place this callback before them).
+
+    Only hyperparameters held in variables can change during a compiled `fit`:
+    `learning_rate` of the Keras optimizers (when it is a number, not a schedule), and
+    [`Bop`][lns_keras.optimizers.Bop]'s `gamma` and `threshold`. Others (Adam's `beta_1`,
+    a Python number) are compiled into the training step; asking for one is an error.
+    Where larq's schedules named `lr`, Keras 3 names it `learning_rate`.
+
+    Args:
+        schedule: A function of the epoch (or step) index, or of the index and the
+            current value, that returns the new value.
+        hyperparameter: The attribute name of the hyperparameter (`"gamma"`,
+            `"threshold"`, `"learning_rate"`).
+        optimizer: The optimizer that holds it, e.g. one of a `CaseOptimizer`'s
+            `optimizers`; `None`: the model's optimizer.
+        update_freq: `"epoch"` or `"step"`.
+        verbose: 0: quiet; 1: print each change.
+        log_name: The name it is logged under; `None`: `hyperparameter`. Use it when
+            several schedules set the same hyperparameter of different optimizers.
+
+    Raises:
+        ValueError: If `schedule` is not callable, `hyperparameter` or `log_name` is not a
+            string, `update_freq` is neither `"epoch"` nor `"step"`, `verbose` is not an
+            integer; when training starts, if the optimizer has no such hyperparameter or
+            does not hold it in a variable.
+
+    Example:
+        ```python
+        bop = lns_keras.optimizers.Bop(threshold=1e-6, gamma=1e-3)
+        optimizer = lns_keras.optimizers.CaseOptimizer(
+            (lns_keras.optimizers.Bop.is_binary_variable, bop),
+            default_optimizer=keras.optimizers.Adam(0.01),
+        )
+        gamma_decay = lns_keras.callbacks.HyperparameterScheduler(
+            lambda epoch: 1e-3 * 0.1 ** (epoch // 30), "gamma", bop
+        )
+        model.fit(ds, epochs=90, callbacks=[gamma_decay])
+        ```
+    """
+
+    def __init__(
+        self,
+        schedule,
+        hyperparameter: str,
+        optimizer=None,
+        update_freq: str = "epoch",
+        verbose: int = 0,
+        log_name: str | None = None,
+    ):
+        super().__init__()
+        if not callable(schedule):
+            raise ValueError(f"`schedule` must be callable, got schedule={schedule!r}.")
+        if not isinstance(hyperparameter, str):
+            raise ValueError(
+                f"`hyperparameter` must be an attribute name, got hyperparameter={hyperparameter!r}."
+            )
+        if update_freq not in ("epoch", "step"):
+            raise ValueError(
+                f"`update_freq` must be 'epoch' or 'step', got update_freq={update_freq!r}."
+            )
+        if isinstance(verbose, bool) or not isinstance(verbose, int):
+            raise ValueError(f"`verbose` must be an integer, got verbose={verbose!r}.")
+        if log_name is not None and not isinstance(log_name, str):
+            raise ValueError(f"`log_name` must be a string or None, got log_name={log_name!r}.")
+        self.schedule = schedule
+        self.hyperparameter = hyperparameter
+        self.optimizer = optimizer
+        self.update_freq = update_freq
+        self.verbose = verbose
+        self.log_name = log_name or hyperparameter
+
+    def set_model(self, model) -> None:
+        super().set_model(model)
+        if self.optimizer is None:
+            self.optimizer = model.optimizer
+        value = getattr(self.optimizer, self.hyperparameter, None)
+        if value is None:
+            raise ValueError(
+                f"Optimizer {getattr(self.optimizer, 'name', self.optimizer)!r} has no "
+                f"hyperparameter {self.hyperparameter!r} (`hyperparameter`)."
+            )
+        if not isinstance(value, keras.Variable):
+            raise ValueError(
+                f"Optimizer {self.optimizer.name!r} does not hold {self.hyperparameter!r} "
+                f"in a variable (it is {value!r}), so a compiled training step would not "
+                "see a change. For a CaseOptimizer, pass one of its `optimizers`."
+            )
+
+    def _variable(self):
+        return getattr(self.optimizer, self.hyperparameter)
+
+    def set_hyperparameter(self, t: int):
+        """Set the hyperparameter to the schedule's value at `t`.
+
+        Args:
+            t: The epoch (from 0) or the global step.
+
+        Returns:
+            The variable holding the hyperparameter.
+
+        Raises:
+            ValueError: From the optimizer, if it rejects the value (e.g. a negative
+                `gamma`).
+        """
+        variable = self._variable()
+        if _takes_current_value(self.schedule):
+            value = self.schedule(t, float(keras.ops.convert_to_numpy(variable)))
+        else:
+            value = self.schedule(t)
+        prop = getattr(type(self.optimizer), self.hyperparameter, None)
+        if isinstance(prop, property) and prop.fset is not None:
+            setattr(self.optimizer, self.hyperparameter, value)  # the optimizer checks it
+        else:
+            variable.assign(value)
+        return variable
+
+    def _value(self) -> float:
+        return float(keras.ops.convert_to_numpy(self._variable()))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.update_freq != "step":
+            return
+        # The global step, not `batch`, which restarts each epoch.
+        step = int(keras.ops.convert_to_numpy(self.optimizer.iterations))
+        self.set_hyperparameter(step)
+        if self.verbose > 0:
+            print(f"Batch {step}: {self.log_name} is now {self._value()}.")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.update_freq != "epoch":
+            return
+        self.set_hyperparameter(epoch)
+        if self.verbose > 0:
+            print(f"Epoch {epoch}: {self.log_name} is now {self._value()}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs[self.log_name] = self._value()
