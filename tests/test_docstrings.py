@@ -27,6 +27,9 @@ MODULES = [
     "lns_keras.losses",
     "lns_keras.convert",
     "lns_keras.callbacks",
+    "lns_keras.optimizers",
+    "lns_keras.metrics",
+    "lns_keras.context",
     "lns_keras.summary",
     "lns_keras.export",
 ]
