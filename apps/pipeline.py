@@ -10,36 +10,54 @@ Stages (paper §4.1-4.3), each in its own folder of `model_dir`:
   `L = ℓ_cls + α Σ ℓ̃_i`, folded back into a plain BNN and exported.
 - `all`: `baseline` then `lns` from it.
 
-Every stage writes atomically into `model_dir/<stage>/`: `final.keras` (the trained model;
+Every stage writes atomically into `model_dir/<stage>/`: `config.json` (the values that
+decide the stage's result, written when it starts), `final.keras` (the trained model;
 for `lns` the folded one, plus `lns.keras` unfolded), `checkpoint.keras` (after every
 epoch), `backup/` (`BackupAndRestore` state: an interrupted run started again with the
 same command continues from the last finished epoch), `tensorboard/`, `metrics.csv`
 (accuracy, losses and flip rates per epoch), `curves.png`, `flip_rate.png` and
 `metrics.json`. A stage whose `metrics.json` exists is done and is not run again.
+
+A stage folder is only ever continued with the values it was started with: a run whose
+flags give a stage other values (`STAGE_FLAGS`) is refused before any work, naming the
+flags, unless `overwrite` asks to delete that stage and run it again. A resumed stage
+reports what an uninterrupted one would: its flip rates keep their reference (saved
+with the backup), its history is read back from `metrics.csv`, and its `seconds` add up
+the time of every sitting.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import hashlib
 import json
 import math
+import numbers
 import os
+import shutil
+import sys
+import tempfile
 import time
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 import lns_keras
 from apps import data, models
 from lns_keras.callbacks import FlipRate, GradientReach, binary_signs
 from lns_keras.export import atomic_path, atomic_write_bytes, save_model, to_tflite
+from lns_keras.layers.lns import is_lns_layer
 
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "STAGES",
+    "STAGE_FLAGS",
     "STRATEGIES",
+    "VERBOSE",
     "AtomicBackupAndRestore",
     "AtomicCheckpoint",
     "BestOnValidation",
@@ -54,12 +72,48 @@ STAGES = ("float", "baseline", "finetune", "lns", "all")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine")
+VERBOSE = ("auto", 0, 1, 2)
 GRADIENT_PATHS = {
     # How the classification gradient reaches the unbounded Q̂ (docs/concepts.md, "The
     # gradient path"): LNS-layer arguments of each choice.
     "identity": {"kernel_quantizer": None},  # the LNS default: SteSign(clip_value=None)
     "window": {"kernel_quantizer": "ste_sign"},  # |Q̂| <= 1 only, the former default
     "tanh": {"kernel_quantizer": "ste_sign", "mapping_activation": "tanh"},  # bounded Q̂
+}
+LNS_FLAGS = ("alpha", "rho", "loss_reduction", "noisy_labels", "mapping_width")
+# The flags that decide a stage's result, stored in its config.json: a stage folder is
+# continued only with the same values. Not among them, since they change where or how
+# the run goes but not what it computes: model_dir, stage, strategy, jit_compile,
+# data_dir, fashion_mnist_dir, export_tflite, verbose, overwrite.
+_TRAINING_FLAGS = (
+    "dataset",
+    "model",
+    "seed",
+    "batch_size",
+    "train_limit",
+    "test_limit",
+    "validation_examples",
+    "epochs",
+    "learning_rate",
+    "schedule",
+    "decay_epochs",
+    "decay_factor",
+    "optimizer",
+    "momentum",
+    "weight_decay",
+)
+STAGE_FLAGS = {
+    "float": _TRAINING_FLAGS,
+    "baseline": _TRAINING_FLAGS,
+    "finetune": (*_TRAINING_FLAGS, "pretrained"),
+    "lns": (
+        *_TRAINING_FLAGS,
+        "pretrained",
+        "warm_start_epochs",
+        "warm_start_learning_rate",
+        *LNS_FLAGS,
+        "gradient_path",
+    ),
 }
 
 
@@ -106,7 +160,11 @@ class TrainConfig:
         train_limit: Use only the first examples of the training split.
         test_limit: Use only the first examples of the test split.
         export_tflite: Whether to write the `.tflite` files of the final model.
-        verbose: Keras progress-bar verbosity.
+        verbose: Keras verbosity, one of `VERBOSE`: `"auto"` (a progress bar on a
+            terminal, one line per epoch otherwise, e.g. into a log file), `0` (silent,
+            stage headers too), `1` (progress bar) or `2` (one line per epoch).
+        overwrite: Delete and run again a stage whose folder holds a run with other
+            values of `STAGE_FLAGS` (otherwise such a run is refused).
     """
 
     dataset: str = "fashion_mnist"
@@ -143,48 +201,139 @@ class TrainConfig:
     test_limit: int | None = None
     export_tflite: bool = True
     verbose: int | str = "auto"
+    overwrite: bool = False
 
     def validate(self) -> None:
-        """Check every field; raise `ValueError` naming the flag and the bad value."""
+        """Check every field before any work; raise `ValueError` naming the flag and value.
+
+        Loads `pretrained` for the stages that use it (a baseline BNN that fits the
+        dataset) and checks that `model_dir` can be written; reads no data.
+        """
 
         def bad(flag, value, accepted):
             raise ValueError(f"--{flag}={value!r} is invalid: {accepted}.")
 
-        if self.dataset not in data.DATASETS:
-            bad("dataset", self.dataset, f"expected one of {list(data.DATASETS)}")
-        if self.model not in models.BUILDERS:
-            bad("model", self.model, f"expected one of {list(models.BUILDERS)}")
-        if self.stage not in STAGES:
-            bad("stage", self.stage, f"expected one of {list(STAGES)}")
-        if self.strategy not in STRATEGIES:
-            bad("strategy", self.strategy, f"expected one of {list(STRATEGIES)}")
-        if self.optimizer not in OPTIMIZERS:
-            bad("optimizer", self.optimizer, f"expected one of {list(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            bad("schedule", self.schedule, f"expected one of {list(SCHEDULES)}")
-        if self.gradient_path not in GRADIENT_PATHS:
-            bad("gradient_path", self.gradient_path, f"expected one of {list(GRADIENT_PATHS)}")
-        if self.validation_examples < 0:
-            bad("validation_examples", self.validation_examples, "expected an integer >= 0")
-        for flag in ("epochs", "warm_start_epochs"):
-            if getattr(self, flag) < 0:
-                bad(flag, getattr(self, flag), "expected an integer >= 0")
-        if self.baseline_epochs is not None and self.baseline_epochs < 0:
-            bad("baseline_epochs", self.baseline_epochs, "expected an integer >= 0")
-        if self.batch_size < 1:
-            bad("batch_size", self.batch_size, "expected an integer >= 1")
-        for flag in ("learning_rate", "warm_start_learning_rate"):
-            if not getattr(self, flag) > 0:
-                bad(flag, getattr(self, flag), "expected a number > 0")
-        if self.alpha < 0:
-            bad("alpha", self.alpha, "expected a number >= 0")
-        rates = self.rho if isinstance(self.rho, list | tuple) else (self.rho, self.rho)
-        if len(rates) != 2 or min(rates) < 0 or sum(rates) >= 1:
-            bad("rho", self.rho, "expected rates >= 0 with rho_pos + rho_neg < 1")
+        def integer(flag, minimum, optional=False):
+            value = getattr(self, flag)
+            if optional and value is None:
+                return
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                bad(flag, value, f"expected an integer >= {minimum}")
+            if value < minimum:
+                bad(flag, value, f"expected an integer >= {minimum}")
+
+        def real(flag, low, high=math.inf, low_open=False, optional=False):
+            value = getattr(self, flag)
+            if optional and value is None:
+                return
+            interval = f"{'(' if low_open else '['}{low}, {high}{']' if high < math.inf else ')'}"
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+                or value < low
+                or (low_open and value == low)
+                or value > high
+            ):
+                bad(flag, value, f"expected a finite number in {interval}")
+
+        for flag, choices in (
+            ("dataset", data.DATASETS),
+            ("model", tuple(models.BUILDERS)),
+            ("stage", STAGES),
+            ("strategy", STRATEGIES),
+            ("optimizer", OPTIMIZERS),
+            ("schedule", SCHEDULES),
+            ("gradient_path", tuple(GRADIENT_PATHS)),
+        ):
+            if getattr(self, flag) not in choices:
+                bad(flag, getattr(self, flag), f"expected one of {list(choices)}")
+        if isinstance(self.verbose, bool) or self.verbose not in VERBOSE:
+            bad("verbose", self.verbose, f"expected one of {list(VERBOSE)}")
+        for flag in ("jit_compile", "export_tflite", "overwrite"):
+            if not isinstance(getattr(self, flag), bool):
+                bad(flag, getattr(self, flag), "expected true or false")
+        integer("epochs", 0)
+        integer("baseline_epochs", 0, optional=True)
+        integer("warm_start_epochs", 0)
+        integer("batch_size", 1)
+        integer("validation_examples", 0)
+        integer("train_limit", 1, optional=True)
+        integer("test_limit", 1, optional=True)
+        integer("seed", 0)
+        if self.seed >= 2**32:
+            bad("seed", self.seed, "expected an integer below 2**32")
+        real("learning_rate", 0, low_open=True)
+        real("baseline_learning_rate", 0, low_open=True, optional=True)
+        real("warm_start_learning_rate", 0, low_open=True)
+        real("decay_factor", 0, 1, low_open=True)
+        real("momentum", 0, 1)
+        real("weight_decay", 0)
+        decay = list(self.decay_epochs)
+        if any(isinstance(e, bool) or not isinstance(e, numbers.Integral) for e in decay) or (
+            decay and (min(decay) < 1 or decay != sorted(set(decay)))
+        ):
+            bad("decay_epochs", ",".join(map(str, decay)), "expected increasing integers >= 1")
+        self._validate_lns_arguments()
+        _check_writable_folder("model_dir", self.model_dir)
         if self.stage in ("finetune", "lns"):
             if not self.pretrained:
                 bad("pretrained", self.pretrained, f"--stage={self.stage} needs a baseline model")
-            load_pretrained(self.pretrained)  # fails early, naming the flag
+            self._check_pretrained(load_pretrained(self.pretrained))
+
+    def _validate_lns_arguments(self) -> None:
+        # The LNS layer judges its own arguments; one at a time, so the error names the flag.
+        for flag in LNS_FLAGS:
+            value = getattr(self, flag)
+            try:
+                lns_keras.LNSQuantDense(1, **{flag: value})
+            except (ValueError, TypeError) as error:
+                shown = ",".join(map(str, value)) if isinstance(value, list | tuple) else value
+                raise ValueError(f"--{flag}={shown!r} is invalid: {error}") from None
+
+    def _check_pretrained(self, model: keras.Model) -> None:
+        def bad(accepted):
+            raise ValueError(f"--pretrained={self.pretrained!r} is invalid: {accepted}.")
+
+        layers = list(model._flatten_layers(include_self=False))
+        if not any(lns_keras.convert.is_binary_layer(layer) for layer in layers):
+            bad(
+                f"it has no binary layer, so it is not a baseline BNN (a float model?); "
+                f"--stage={self.stage} starts from a binary network, such as what "
+                "--stage=baseline writes into <model_dir>/baseline/final.keras"
+            )
+        if self.stage == "lns" and any(is_lns_layer(layer) for layer in layers):
+            bad("it is already an LNS model; --stage=lns starts from a baseline BNN")
+        input_shape, num_classes = data.info(self.dataset)
+        if tuple(model.input_shape[1:]) != tuple(input_shape):
+            bad(
+                f"its input shape {tuple(model.input_shape[1:])} does not fit "
+                f"--dataset={self.dataset!r} {tuple(input_shape)}"
+            )
+        if model.output_shape[-1] != num_classes:
+            bad(
+                f"it has {model.output_shape[-1]} outputs, --dataset={self.dataset!r} "
+                f"{num_classes} classes"
+            )
+
+
+def _check_writable_folder(flag: str, path: str) -> None:
+    """Raise a `ValueError` naming `flag` unless `path` is, or can become, a writable folder."""
+    folder = os.path.abspath(path)
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        what = "it is a file" if existing == folder else f"{existing!r} is a file"
+        raise ValueError(f"--{flag}={path!r} is invalid: {what}, not a folder.")
+    try:  # a real write: permissions bits do not stop root, read-only file systems do
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(
+            f"--{flag}={path!r} is invalid: cannot write in {existing!r} ({error.strerror})."
+        ) from None
 
 
 def load_pretrained(path: str | None) -> keras.Model:
@@ -263,14 +412,76 @@ def _reduce_like_mirrored(strategy: tf.distribute.Strategy) -> tf.distribute.Str
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """`BackupAndRestore` whose weights and metadata are written to temporary names and
-    renamed, so an interruption never leaves a half-written backup."""
+    """`BackupAndRestore` written atomically, keeping what a resumed run's metrics need.
+
+    The weights, the callbacks' state and last the metadata (the epoch to resume from)
+    are each written to a temporary name and renamed, so an interruption never leaves a
+    half-written backup. Besides the weights and the epoch, the backup holds:
+
+    - the seconds spent training up to it, so that [`seconds`][apps.pipeline.AtomicBackupAndRestore.seconds]
+      adds up every sitting;
+    - with `flip_rate`, that callback's reference and previous signs (`flip_rate.npz`),
+      so that after a restart `flip_rate_total` is still measured against the signs when
+      training first began (or the given reference) and `flip_rate` against the last
+      finished epoch.
+
+    Put it after `flip_rate` in the callback list: it saves the state `flip_rate` has at
+    the end of an epoch, and restores it after `flip_rate`'s own `on_train_begin`.
+
+    Args:
+        backup_dir: The backup folder; removed when training finishes.
+        flip_rate: The `FlipRate` callback of the same `fit`, or `None`.
+    """
+
+    def __init__(self, backup_dir: str, flip_rate: FlipRate | None = None):
+        super().__init__(backup_dir)
+        self.flip_rate = flip_rate
+        self._flip_rate_path = os.path.join(backup_dir, "flip_rate.npz")
+        self._seconds_before = 0.0
+        self._sitting_start = time.monotonic()
+
+    def seconds(self) -> float:
+        """Seconds of training: the earlier sittings' (up to their last backup) and this one's."""
+        return self._seconds_before + time.monotonic() - self._sitting_start
+
+    def on_train_begin(self, logs=None):
+        self._sitting_start = time.monotonic()
+        super().on_train_begin(logs)  # restores the weights and the epoch
+        if os.path.isfile(self._training_metadata_path):
+            with open(self._training_metadata_path) as f:
+                self._seconds_before = float(json.load(f).get("seconds", 0.0))
+        if self.flip_rate is not None and os.path.isfile(self._flip_rate_path):
+            state = {"reference": {}, "previous": {}}
+            with np.load(self._flip_rate_path) as saved:
+                for key in saved.files:
+                    part, layer = key.split("/", 1)
+                    state[part][layer] = saved[key]
+            self.flip_rate.reference = state["reference"]
+            self.flip_rate._previous = state["previous"]
 
     def _save_model(self):
         with atomic_path(self._weights_path, suffix=".weights.h5") as tmp:
             self.model.save_weights(tmp, overwrite=True)
-        metadata = {"epoch": self._current_epoch, "batch": self._last_batch_seen}
+        if self.flip_rate is not None:
+            arrays = {f"reference/{k}": v for k, v in self.flip_rate.reference.items()}
+            arrays.update({f"previous/{k}": v for k, v in self.flip_rate._previous.items()})
+            with atomic_path(self._flip_rate_path, suffix=".npz") as tmp:
+                np.savez(tmp, **arrays)
+        metadata = {
+            "epoch": self._current_epoch,
+            "batch": self._last_batch_seen,
+            "seconds": self.seconds(),
+        }
         atomic_write_bytes(self._training_metadata_path, json.dumps(metadata).encode())
+
+    @staticmethod
+    def finished_epochs(backup_dir: str) -> int:
+        """The epochs a backup in `backup_dir` holds (0 if there is none)."""
+        path = os.path.join(backup_dir, "training_metadata.json")
+        if not os.path.isfile(path):
+            return 0
+        with open(path) as f:
+            return int(json.load(f)["epoch"])
 
 
 class BestOnValidation(keras.callbacks.Callback):
@@ -323,6 +534,24 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         save_model(self.model, self.path)
 
 
+class _ProgbarLogger(keras.callbacks.ProgbarLogger):
+    """Keras's progress bar without the per-layer logs (`flip_rate/<layer>`, ...).
+
+    Those go to `metrics.csv` and TensorBoard; printed, one or two per binary layer
+    would make every progress line hundreds of characters long.
+    """
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, _overall(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, _overall(logs))
+
+
+def _overall(logs: dict | None) -> dict:
+    return {k: v for k, v in (logs or {}).items() if "/" not in k}
+
+
 def _is_chief(strategy) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
@@ -340,12 +569,19 @@ class _Run:
     def __init__(self, config: TrainConfig):
         config.validate()
         self.config = config
+        self.verbose = _keras_verbose(config.verbose)
         self.strategy = make_strategy(config.strategy)
         self.chief = _is_chief(self.strategy)
         worker = getattr(getattr(self.strategy, "cluster_resolver", None), "task_id", 0)
         # Workers other than the chief write into their own scratch folder.
         model_dir = os.path.abspath(config.model_dir)
         self.model_dir = model_dir if self.chief else os.path.join(model_dir, f".worker{worker}")
+        # Still before any work: the stages already in model_dir must have been run with
+        # this run's values (the `lns` stage of `all` is checked again once its baseline
+        # exists).
+        for stage, pretrained in self._plan():
+            if pretrained is None or os.path.isfile(pretrained):
+                self._claim_stage(stage, pretrained, start=False)
         os.makedirs(self.model_dir, exist_ok=True)
         keras.utils.set_random_seed(config.seed)
         self.input_shape, self.num_classes = data.info(config.dataset)
@@ -388,7 +624,84 @@ class _Run:
         cardinality = int(self.train_ds.cardinality())
         self.steps_per_epoch = max(cardinality, 1)
 
+    # --- what runs, with which values ------------------------------------------------
+
+    def _plan(self) -> list[tuple[str, str | None]]:
+        """The stages this run goes through, with the model each starts from."""
+        config = self.config
+        if config.stage == "all":
+            return [
+                ("baseline", None),
+                ("lns", os.path.join(self.model_dir, "baseline", "final.keras")),
+            ]
+        return [(config.stage, config.pretrained if config.stage in ("finetune", "lns") else None)]
+
+    def _epochs(self, stage: str) -> tuple[str, int]:
+        """The flag that sets `stage`'s epochs, and their number."""
+        config = self.config
+        if config.stage == "all" and stage == "baseline" and config.baseline_epochs is not None:
+            return "baseline_epochs", config.baseline_epochs
+        return "epochs", config.epochs
+
+    def _learning_rate(self, stage: str) -> tuple[str, float]:
+        """The flag that sets `stage`'s learning rate, and its value."""
+        config = self.config
+        if config.stage == "all" and stage == "baseline" and config.baseline_learning_rate:
+            return "baseline_learning_rate", config.baseline_learning_rate
+        return "learning_rate", config.learning_rate
+
+    def _stage_values(self, stage: str, pretrained: str | None) -> dict[str, tuple[str, Any]]:
+        """`STAGE_FLAGS[stage]` as this run sets them: name -> (flag, JSON value)."""
+        values = {}
+        for name in STAGE_FLAGS[stage]:
+            if name == "epochs":
+                flag, value = self._epochs(stage)
+            elif name == "learning_rate":
+                flag, value = self._learning_rate(stage)
+            elif name == "pretrained":
+                flag, value = "pretrained", {"sha256": _sha256(pretrained)}
+            else:
+                flag, value = name, getattr(self.config, name)
+            values[name] = (flag, json.loads(json.dumps(value)))
+        return values
+
+    def _claim_stage(self, stage: str, pretrained: str | None, start: bool = True) -> str:
+        """Check `stage`'s folder against this run's values; with `start`, record them.
+
+        A folder holding a run of the stage with other values (or of unknown values:
+        no `config.json`) is refused, or with `--overwrite` deleted.
+
+        Returns:
+            The stage's folder.
+
+        Raises:
+            ValueError: Naming the flags whose values differ.
+        """
+        stage_dir = os.path.join(self.model_dir, stage)
+        path = os.path.join(stage_dir, "config.json")
+        values = self._stage_values(stage, pretrained)
+        wanted = {name: value for name, (_, value) in values.items()}
+        if os.path.isdir(stage_dir) and os.listdir(stage_dir):
+            stored = None
+            if os.path.isfile(path):
+                with open(path) as f:
+                    stored = json.load(f)
+            if stored == wanted:
+                return stage_dir
+            if not self.config.overwrite:
+                raise ValueError(_refusal(stage_dir, stage, values, stored, self.config.stage))
+            self._header(f"{stage}: --overwrite: deleting the earlier run in {stage_dir}")
+            shutil.rmtree(stage_dir)
+        if start:
+            os.makedirs(stage_dir, exist_ok=True)
+            atomic_write_bytes(path, json.dumps(wanted, indent=2).encode())
+        return stage_dir
+
     # --- pieces ---------------------------------------------------------------------
+
+    def _header(self, text: str) -> None:
+        if self.verbose:
+            print(f"\n== Stage: {text} ==", flush=True)
 
     def _optimizer(self, learning_rate: float, epochs: int) -> keras.optimizers.Optimizer:
         config = self.config
@@ -423,9 +736,9 @@ class _Run:
         )
 
     def _callbacks(self, stage_dir: str, flip_reference=None) -> list:
+        flip_rate = FlipRate(reference=flip_reference)
         callbacks = [
-            AtomicBackupAndRestore(os.path.join(stage_dir, "backup")),
-            FlipRate(reference=flip_reference),
+            flip_rate,  # first: the callbacks after it log the rates
             GradientReach(),
             keras.callbacks.CSVLogger(os.path.join(stage_dir, "metrics.csv"), append=True),
             keras.callbacks.TensorBoard(os.path.join(stage_dir, "tensorboard")),
@@ -434,18 +747,30 @@ class _Run:
             callbacks.append(BestOnValidation(stage_dir))
         if self.chief:
             callbacks.append(AtomicCheckpoint(os.path.join(stage_dir, "checkpoint.keras")))
+        # After the others: it backs up the epoch once they have seen it, and restores
+        # FlipRate's state after FlipRate began.
+        callbacks.append(AtomicBackupAndRestore(os.path.join(stage_dir, "backup"), flip_rate))
+        callbacks.append(_ProgbarLogger())
         return callbacks
 
-    def _fit(self, model, stage_dir, epochs, flip_reference=None):
-        start = time.time()
-        history = model.fit(
+    def _fit(self, model, stage_dir, epochs, flip_reference=None) -> float:
+        """Train (or resume) the stage; return the seconds of training of every sitting."""
+        callbacks = self._callbacks(stage_dir, flip_reference)
+        model.fit(
             self.train_ds,
             validation_data=self.val_ds,
             epochs=epochs,
-            callbacks=self._callbacks(stage_dir, flip_reference),
-            verbose=self.config.verbose,
+            callbacks=callbacks,
+            verbose=self.verbose,
+            shuffle=False,  # the dataset is shuffled already
         )
-        return history, time.time() - start
+        backup = next(c for c in callbacks if isinstance(c, AtomicBackupAndRestore))
+        return backup.seconds()
+
+    def _training_header(self, stage_dir: str, text: str, epochs: int) -> None:
+        done = AtomicBackupAndRestore.finished_epochs(os.path.join(stage_dir, "backup"))
+        resuming = f", resuming after epoch {done}" if done else ""
+        self._header(f"{text} ({epochs} epoch{'s' if epochs != 1 else ''}{resuming})")
 
     def _evaluate(self, model, dataset=None) -> float:
         dataset = self.test_ds if dataset is None else dataset
@@ -503,32 +828,31 @@ class _Run:
     # --- stages ---------------------------------------------------------------------
 
     def train_from_scratch(self, stage: str) -> dict:
-        config = self.config
-        stage_dir = os.path.join(self.model_dir, stage)
+        stage_dir = self._claim_stage(stage, None)
         if (done := self._done(stage_dir)) is not None:
+            self._header(f"{stage}: finished earlier, results read from {stage_dir}")
             return done
-        epochs = (
-            config.epochs if config.stage == stage else (config.baseline_epochs or config.epochs)
-        )
-        learning_rate = config.learning_rate
-        if config.stage == "all" and config.baseline_learning_rate:
-            learning_rate = config.baseline_learning_rate
-        builder = models.get_builder(config.model)
+        _, epochs = self._epochs(stage)
+        _, learning_rate = self._learning_rate(stage)
+        self._training_header(stage_dir, stage, epochs)
+        builder = models.get_builder(self.config.model)
         with self.strategy.scope():
             model = builder(
                 self.input_shape, self.num_classes, mode="float" if stage == "float" else "bnn"
             )
             self._compile(model, self._optimizer(learning_rate, epochs))
-        history, seconds = self._fit(model, stage_dir, epochs)
+        seconds = self._fit(model, stage_dir, epochs)
         return self._finish_stage(
-            stage_dir, model, _history_results(stage, history, seconds, epochs)
+            stage_dir, model, _history_results(stage, stage_dir, seconds, epochs)
         )
 
     def finetune(self, pretrained_path: str) -> dict:
         config = self.config
-        stage_dir = os.path.join(self.model_dir, "finetune")
+        stage_dir = self._claim_stage("finetune", pretrained_path)
         if (done := self._done(stage_dir)) is not None:
+            self._header(f"finetune: finished earlier, results read from {stage_dir}")
             return done
+        self._training_header(stage_dir, f"finetune {pretrained_path}", config.epochs)
         with self.strategy.scope():
             model = load_pretrained(pretrained_path)
             reference = binary_signs(model)
@@ -537,14 +861,15 @@ class _Run:
             "pretrained": pretrained_path,
             "pretrained_accuracy": self._evaluate(model, self.val_ds),
         }
-        history, seconds = self._fit(model, stage_dir, config.epochs, flip_reference=reference)
-        results.update(_history_results("finetune", history, seconds, config.epochs))
+        seconds = self._fit(model, stage_dir, config.epochs, flip_reference=reference)
+        results.update(_history_results("finetune", stage_dir, seconds, config.epochs))
         return self._finish_stage(stage_dir, model, results)
 
     def lns(self, pretrained_path: str) -> dict:
         config = self.config
-        stage_dir = os.path.join(self.model_dir, "lns")
+        stage_dir = self._claim_stage("lns", pretrained_path)
         if (done := self._done(stage_dir)) is not None:
+            self._header(f"lns: finished earlier, results read from {stage_dir}")
             return done
         lns_kwargs = dict(
             alpha=config.alpha,
@@ -559,6 +884,7 @@ class _Run:
             baseline = load_pretrained(pretrained_path)
             reference = binary_signs(baseline)
             if os.path.isfile(warm_path):  # the warm start finished in an earlier run
+                self._header(f"lns: warm start finished earlier, read from {warm_path}")
                 model = keras.models.load_model(warm_path, safe_mode=True, compile=False)
                 warm = json.loads(open(os.path.join(stage_dir, "warm_start.json")).read())
             else:
@@ -573,6 +899,11 @@ class _Run:
                     "agreement_before": lns_keras.convert.sign_agreement(model),
                 }
                 if config.warm_start_epochs:
+                    self._training_header(
+                        stage_dir,
+                        f"lns: convert {pretrained_path}, warm start the mappings",
+                        config.warm_start_epochs,
+                    )
                     lns_keras.convert.warm_start(
                         model,
                         self.train_ds,
@@ -581,7 +912,8 @@ class _Run:
                         optimizer=keras.optimizers.Adam(config.warm_start_learning_rate),
                         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                         jit_compile=config.jit_compile,
-                        verbose=config.verbose,
+                        verbose=self.verbose,
+                        shuffle=False,  # the dataset is shuffled already
                     )
                 warm["agreement_after"] = lns_keras.convert.sign_agreement(model)
                 self._compile(model, "sgd")
@@ -591,20 +923,92 @@ class _Run:
                     os.path.join(stage_dir, "warm_start.json"), json.dumps(warm).encode()
                 )
             self._compile(model, self._optimizer(config.learning_rate, config.epochs))
-        history, seconds = self._fit(model, stage_dir, config.epochs, flip_reference=reference)
-        results = {**warm, **_history_results("lns", history, seconds, config.epochs)}
+        self._training_header(stage_dir, "lns: fine-tune with Eq. 21", config.epochs)
+        seconds = self._fit(model, stage_dir, config.epochs, flip_reference=reference)
+        results = {**warm, **_history_results("lns", stage_dir, seconds, config.epochs)}
         results["lns_accuracy"] = self._evaluate(model)
         results["agreement_final"] = lns_keras.convert.sign_agreement(model)
         save_model(model, os.path.join(stage_dir, "lns.keras"))
+        self._header("lns: fold the mappings into a plain BNN, export")
         with self.strategy.scope():
             folded = lns_keras.convert.fold(model)
             self._compile(folded, "sgd")
         return self._finish_stage(stage_dir, folded, results)
 
 
-def _history_results(stage, history, seconds, epochs) -> dict:
-    logs = {k: [float(x) for x in v] for k, v in history.history.items() if "/" not in k}
-    return {"stage": stage, "epochs": epochs, "seconds": seconds, "history": logs}
+def _keras_verbose(verbose: int | str) -> int:
+    """Keras's verbosity for `verbose`: `"auto"` is a progress bar on a terminal and one
+    line per epoch otherwise (a progress bar written to a file is one long line)."""
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return verbose
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _flag_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _refusal(stage_dir, stage, values, stored, run_stage) -> str:
+    """Why a stage folder from another run cannot be continued, naming the flags."""
+    state = "finished" if os.path.isfile(os.path.join(stage_dir, "metrics.json")) else "unfinished"
+    advice = "Use another --model_dir, or add --overwrite to delete that stage and run it again."
+    if stored is None:
+        return (
+            f"--model_dir holds an {state} {stage!r} stage in {stage_dir} without its "
+            f"config.json (an older version wrote it), so its flags are unknown. {advice}"
+        )
+    differences = []
+    for name, (flag, value) in values.items():
+        if name not in stored:
+            differences.append(f"{name} (not recorded there)")
+        elif stored[name] != value:
+            if name == "pretrained":
+                model = "the baseline stage's model" if run_stage == "all" else "--pretrained"
+                differences.append(f"{model} (another model than that run's)")
+            else:
+                differences.append(
+                    f"--{flag}={_flag_text(value)} (that run: {_flag_text(stored[name])})"
+                )
+    differences += [
+        f"{name} (not a value of this version)" for name in stored if name not in values
+    ]
+    return (
+        f"--model_dir holds an {state} {stage!r} stage in {stage_dir} run with other "
+        f"values: {', '.join(differences)}. {advice}"
+    )
+
+
+def _history_results(stage: str, stage_dir: str, seconds: float, epochs: int) -> dict:
+    """The stage's per-epoch logs from its `metrics.csv`, every sitting of it included."""
+    rows: dict[int, dict[str, str]] = {}
+    path = os.path.join(stage_dir, "metrics.csv")
+    if os.path.isfile(path):
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                rows[int(row["epoch"])] = row  # an epoch logged twice: its later run counts
+    history: dict[str, list[float]] = {}
+    for epoch in sorted(rows):
+        for key, text in rows[epoch].items():
+            if key != "epoch" and "/" not in key:
+                history.setdefault(key, []).append(_float(text))
+    return {"stage": stage, "epochs": epochs, "seconds": seconds, "history": history}
+
+
+def _float(text: str | None) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _stats(model) -> dict:
@@ -623,8 +1027,6 @@ def _plot(csv_path: str, out_dir: str) -> None:
     """PNG plots of accuracy/loss and flip rate per epoch from the stage's CSV."""
     if not os.path.isfile(csv_path):
         return
-    import csv
-
     import matplotlib
 
     matplotlib.use("Agg")

@@ -3,16 +3,25 @@
     python apps/train.py --flagfile=apps/configs/fashion_mnist_demo.flags
     python apps/train.py --dataset=cifar10 --model=resnet20 --stage=baseline --epochs=400 ...
 
-Flags are listed by `python apps/train.py --help`; the paper's recipes are flagfiles in
-`apps/configs/`. The work is done by [`apps.pipeline.run`][apps.pipeline.run].
+Flags are listed by `python apps/train.py --help` (`--helpfull` adds absl's, among them
+`--verbosity`, which brings back TensorFlow's logs); the paper's recipes are flagfiles in
+`apps/configs/`. `apps/train_imagenet.py` and `apps/train_cifar10.py` are this command
+with `--dataset` fixed. The work is done by [`apps.pipeline.run`][apps.pipeline.run].
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from apps import logs  # noqa: E402  (imports no TensorFlow)
+
+if __name__ == "__main__":
+    logs.quiet_tensorflow(sys.argv)  # before TensorFlow is imported
 
 from absl import app, flags  # noqa: E402
 
@@ -25,6 +34,12 @@ flags.DEFINE_string("model", "fashion_net", f"One of {list(models.BUILDERS)}.")
 flags.DEFINE_string("stage", "all", f"One of {list(pipeline.STAGES)}.")
 flags.DEFINE_string("pretrained", None, "Baseline .keras model for --stage=finetune/lns.")
 flags.DEFINE_string("model_dir", "runs/demo", "Output folder (checkpoints, logs, models).")
+flags.DEFINE_boolean(
+    "overwrite",
+    False,
+    "Delete and run again a stage of --model_dir that an earlier run started with other "
+    "values (without it, such a run is refused).",
+)
 flags.DEFINE_integer("epochs", 2, "Epochs of the stage (of the fine-tune for --stage=all).")
 flags.DEFINE_integer("baseline_epochs", None, "Baseline epochs for --stage=all (default --epochs).")
 flags.DEFINE_integer("warm_start_epochs", 1, "Warm-start epochs (mappings only).")
@@ -35,10 +50,10 @@ flags.DEFINE_string("schedule", "constant", f"One of {list(pipeline.SCHEDULES)}.
 flags.DEFINE_list(
     "decay_epochs", [], "Epochs where the step schedule multiplies by --decay_factor."
 )
-flags.DEFINE_float("decay_factor", 0.1, "Factor of the step schedule.")
+flags.DEFINE_float("decay_factor", 0.1, "Factor of the step schedule, in (0, 1].")
 flags.DEFINE_string("optimizer", "sgd", f"One of {list(pipeline.OPTIMIZERS)}.")
-flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
-flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay.")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum, in [0, 1].")
+flags.DEFINE_float("weight_decay", 0.0, "Decoupled weight decay (>= 0).")
 flags.DEFINE_float("warm_start_learning_rate", 1e-3, "Adam learning rate of the warm start.")
 flags.DEFINE_float("alpha", 1.0, "alpha of Eq. 21 (>= 0).")
 flags.DEFINE_list("rho", ["0.005"], "Noise rate rho, or rho_pos,rho_neg.")
@@ -65,64 +80,69 @@ flags.DEFINE_string(
 flags.DEFINE_integer("train_limit", None, "Use only the first N training examples.")
 flags.DEFINE_integer("test_limit", None, "Use only the first N test examples.")
 flags.DEFINE_boolean("export_tflite", True, "Write float and 1-bit .tflite files.")
-flags.DEFINE_string("verbose", "auto", "Keras verbosity: auto, 0, 1 or 2.")
+flags.DEFINE_string(
+    "verbose",
+    "auto",
+    "Keras verbosity: auto (a progress bar on a terminal, one line per epoch otherwise), "
+    "0 (silent), 1 (progress bar) or 2 (one line per epoch). TensorFlow's own logs: "
+    "--verbosity.",
+)
 
 
-def _number(flag: str, text: str) -> float:
+def _numbers(flag: str, texts: list[str], kind: type) -> tuple:
     try:
-        return float(text)
+        return tuple(kind(text) for text in texts)
     except ValueError:
-        raise ValueError(f"--{flag}={text!r} is invalid: expected a number.") from None
+        expected = "integers" if kind is int else "numbers"
+        raise ValueError(
+            f"--{flag}={','.join(texts)!r} is invalid: expected comma-separated {expected}."
+        ) from None
 
 
 def config_from_flags() -> pipeline.TrainConfig:
     """Build the [`TrainConfig`][apps.pipeline.TrainConfig] from the parsed flags."""
-    rho = [_number("rho", r) for r in FLAGS.rho]
+    values = {f.name: getattr(FLAGS, f.name) for f in dataclasses.fields(pipeline.TrainConfig)}
+    rho = _numbers("rho", FLAGS.rho, float)
     if len(rho) not in (1, 2):
         raise ValueError(
             f"--rho={','.join(FLAGS.rho)!r} is invalid: expected rho or rho_pos,rho_neg."
         )
-    return pipeline.TrainConfig(
-        dataset=FLAGS.dataset,
-        model=FLAGS.model,
-        stage=FLAGS.stage,
-        model_dir=FLAGS.model_dir,
-        pretrained=FLAGS.pretrained,
-        epochs=FLAGS.epochs,
-        baseline_epochs=FLAGS.baseline_epochs,
-        warm_start_epochs=FLAGS.warm_start_epochs,
-        batch_size=FLAGS.batch_size,
-        learning_rate=FLAGS.learning_rate,
-        baseline_learning_rate=FLAGS.baseline_learning_rate,
-        schedule=FLAGS.schedule,
-        decay_epochs=tuple(int(_number("decay_epochs", e)) for e in FLAGS.decay_epochs),
-        decay_factor=FLAGS.decay_factor,
-        optimizer=FLAGS.optimizer,
-        momentum=FLAGS.momentum,
-        weight_decay=FLAGS.weight_decay,
-        warm_start_learning_rate=FLAGS.warm_start_learning_rate,
-        alpha=FLAGS.alpha,
-        rho=rho[0] if len(rho) == 1 else (rho[0], rho[1]),
-        loss_reduction=FLAGS.loss_reduction,
-        noisy_labels=FLAGS.noisy_labels,
-        mapping_width=FLAGS.mapping_width,
-        gradient_path=FLAGS.gradient_path,
-        validation_examples=FLAGS.validation_examples,
-        seed=FLAGS.seed,
-        strategy=FLAGS.strategy,
-        jit_compile=FLAGS.jit_compile,
-        data_dir=FLAGS.data_dir,
-        fashion_mnist_dir=FLAGS.fashion_mnist_dir,
-        train_limit=FLAGS.train_limit,
-        test_limit=FLAGS.test_limit,
-        export_tflite=FLAGS.export_tflite,
-        verbose=int(FLAGS.verbose) if FLAGS.verbose.isdigit() else FLAGS.verbose,
-    )
+    values["rho"] = rho[0] if len(rho) == 1 else rho
+    values["decay_epochs"] = _numbers("decay_epochs", FLAGS.decay_epochs, int)
+    values["verbose"] = int(FLAGS.verbose) if FLAGS.verbose.isdigit() else FLAGS.verbose
+    return pipeline.TrainConfig(**values)
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], dataset: str | None = None) -> int:
+    """Run the pipeline from the parsed flags and print its final table.
+
+    Args:
+        argv: What absl left of the command line: the program name only, or the run is
+            refused.
+        dataset: The only dataset this entry point trains on (`apps/train_imagenet.py`,
+            `apps/train_cifar10.py`); `None`: any.
+
+    Returns:
+        The exit status: 0, or 2 after a one-line `error: ...` on stderr (a bad flag,
+        missing data, an unexpected argument).
+    """
+    verbosity = FLAGS.verbosity if FLAGS["verbosity"].present else logs.DEFAULT_VERBOSITY
+    logs.apply_verbosity(verbosity)
+    program = os.path.basename(argv[0]) if argv else "train.py"
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        print(
+            f"error: unexpected argument {' '.join(map(repr, argv[1:]))}: settings are flags "
+            "such as --epochs=3 (see --help).",
+            file=sys.stderr,
+        )
+        return 2
+    if dataset is not None and FLAGS.dataset != dataset:
+        print(
+            f"error: --dataset={FLAGS.dataset!r} is invalid: {program} trains on {dataset} "
+            "only; apps/train.py takes any dataset.",
+            file=sys.stderr,
+        )
+        return 2
     try:
         config = config_from_flags()
         summary = pipeline.run(config)
@@ -137,5 +157,32 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+_HELP_FLAGS = {"help", "?", "helpfull", "helpshort", "helpxml"}
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+    """absl's parsing, except that help asked for is a success (absl exits with 1)."""
+    try:
+        return app.parse_flags_with_usage(argv)
+    except SystemExit as exit:
+        asked = {arg.lstrip("-").split("=")[0] for arg in argv[1:] if arg.startswith("-")}
+        if exit.code == 1 and asked & _HELP_FLAGS:
+            raise SystemExit(0) from None
+        raise
+
+
+def run_script(dataset: str | None = None) -> None:
+    """Parse the command line and run [`main`][apps.train.main]; exits with its status.
+
+    Args:
+        dataset: For an entry point that trains on one dataset only: `--dataset`
+            defaults to it and any other value is refused.
+    """
+    if dataset is not None:
+        FLAGS.set_default("dataset", dataset)
+        FLAGS["dataset"].help = f"Fixed to {dataset} here (apps/train.py takes any dataset)."
+    app.run(functools.partial(main, dataset=dataset), flags_parser=_parse_flags)
+
+
 if __name__ == "__main__":
-    app.run(main)
+    run_script()

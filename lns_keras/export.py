@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 from collections.abc import Iterator
 
@@ -26,7 +27,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     """A temporary file beside `path` to write to; moved onto `path` when the block ends.
 
     If the block raises, the temporary file is removed and `path` is left as it was, so a
-    crash never leaves half a file behind.
+    crash never leaves half a file behind. The file gets the mode any new file gets from
+    the user's umask (0644 under umask 022, 0600 under 077).
 
     Args:
         path: Destination file.
@@ -49,8 +51,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
     path = os.path.abspath(os.fspath(path))
     folder = os.path.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=suffix or os.path.basename(path))
-    os.close(fd)
+    tmp = _new_file(folder, prefix=".tmp-", suffix=suffix or os.path.basename(path))
     try:
         yield tmp
         os.replace(tmp, path)
@@ -58,6 +59,25 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[str]:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def _new_file(folder: str, prefix: str, suffix: str) -> str:
+    """Create an empty file with a new name in `folder`, as `open(name, "w")` would.
+
+    `tempfile.mkstemp` creates its file with mode 0600 whatever the umask, and the rename
+    keeps that mode: every result would be unreadable to the user's group. Opened with
+    mode 0666 the file gets what the umask leaves (0644 under umask 022), like any file
+    the user writes; `O_EXCL` keeps the name to this caller alone.
+    """
+    for _ in range(100):
+        name = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}-{suffix}")
+        try:
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return name
+    raise FileExistsError(f"No free temporary name in {folder!r}.")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
