@@ -18,7 +18,8 @@ with lns_keras.context.quantized_scope(True, model):
 
 The quantized value of a kernel is the kernel the layer computes with: the output of its
 quantizer (`binary_kernel()`, which for an LNS layer is $q(\\hat Q)$), times the layer's
-`kernel_scale` when it has one. For a plain quantized layer with a sign-like quantizer
+`kernel_scale` when it has one (with `kernel_scale=None`, larq's case, exactly larq's
+values). For a plain quantized layer with a sign-like quantizer
 these values are a fixed point: a model holding them predicts what the latent model
 predicts. An LNS layer holding them does not (its mapping runs again on them): fold it
 first (`lns_keras.convert.fold`). SLB layers keep their logits (they have no latent
@@ -132,8 +133,7 @@ def _scale(layer, variable):
     if kernel_scale is None:
         return None
     channel_axes = getattr(layer, "_output_channel_axes", -1)
-    extra = () if channel_axes == -1 else (channel_axes,)
-    scale = kernel_scale_factor(variable, kernel_scale, *extra)
+    scale = kernel_scale_factor(variable, kernel_scale, channel_axes)
     if len(scale.shape) == 0:
         return scale
     rank = len(variable.shape)

@@ -48,6 +48,11 @@ class FlipRatio(keras.metrics.Metric):
             return super().call(inputs, training=training)
     ```
 
+    Tested with the TensorFlow backend, compiled or not. Under JAX, Keras does not carry
+    the state of a metric that a layer updates in its `call` (its training step maps only
+    the layers' weights); there, use the epoch-level
+    [`FlipRate`][lns_keras.callbacks.FlipRate] callback.
+
     Args:
         values_dtype: The dtype the values are compared in (`"int8"`: exact for ±1).
         name: Name of the metric.

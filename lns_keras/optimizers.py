@@ -32,7 +32,8 @@ model.compile(
 it after building the model and before its first `fit`. A `CaseOptimizer` remembers which
 optimizer trains which variable in its config, so a model saved after training loads
 back (`keras.models.load_model`, `safe_mode=True`) with the same routing and optimizer
-state, without marking again.
+state, without marking again. A model saved before its first training step has no
+routing yet: load it with `compile=False`, mark it, and compile it again.
 """
 
 from __future__ import annotations

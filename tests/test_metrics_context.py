@@ -326,3 +326,39 @@ def test_metrics_scope_as_larq():
         with context.metrics_scope(["flip_ratio", "unknown_metric"]):
             pass
     assert context.get_training_metrics() == set()
+
+
+def test_quantized_weights_of_the_layer_zoo_are_a_fixed_point():
+    """Depthwise (channel scale over two axes), separable (two kernels), transposed
+    (channel axis -2) and 1D layers: their quantized weights predict what they do."""
+    x = keras.Input((8, 8, 3))
+    h = lns_keras.QuantDepthwiseConv2D(
+        3, depth_multiplier=2, depthwise_quantizer="ste_sign", kernel_scale="channel"
+    )(x)
+    h = lns_keras.QuantSeparableConv2D(
+        4,
+        3,
+        padding="same",
+        depthwise_quantizer="ste_sign",
+        pointwise_quantizer="ste_sign",
+        kernel_scale="layer",
+    )(h)
+    h = lns_keras.QuantConv2DTranspose(5, 3, kernel_quantizer="ste_sign", kernel_scale="channel")(h)
+    h = keras.layers.Reshape((-1, 5))(h)
+    y = lns_keras.QuantConv1D(2, 3, kernel_quantizer="ste_sign", kernel_scale="channel")(h)
+    model = keras.Model(x, y)
+    found = context.quantized_kernels(model)
+    assert [v.path.split("/")[-1] for _, v, _, _ in found] == [
+        "kernel",
+        "depthwise_kernel",
+        "pointwise_kernel",
+        "kernel",
+        "kernel",
+    ]
+    inputs = np.random.default_rng(8).normal(size=(4, 8, 8, 3)).astype("float32")
+    clone = keras.models.clone_model(model)
+    clone.set_weights(context.get_quantized_weights(model))
+    np.testing.assert_allclose(
+        clone.predict(inputs, verbose=0), model.predict(inputs, verbose=0), atol=1e-6
+    )
+    assert not np.array_equal(clone.get_weights()[0], model.get_weights()[0])

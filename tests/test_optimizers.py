@@ -601,3 +601,35 @@ def test_quantized_kernels_is_used_for_marking():
     model = small_model()
     found = context.quantized_kernels(model)
     assert [v.path for _, v, _, _ in found] == list(mark_precisions(model))
+
+
+def test_scheduler_sets_the_models_optimizer_by_default():
+    """larq's test_normal_optimizer, with Keras 3's name for the learning rate."""
+    x, y = _xy()
+    model = small_model()
+    model.compile(
+        optimizer=keras.optimizers.Adam(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    scheduler = callbacks.HyperparameterScheduler(lambda e: 1.0 / (1.0 + e), "learning_rate")
+    model.fit(x, y, epochs=2, batch_size=BATCH, verbose=0, callbacks=[scheduler])
+    assert float(model.optimizer.learning_rate.numpy()) == pytest.approx(0.5)
+
+
+def test_case_optimizer_inside_a_loss_scale_optimizer():
+    """Mixed precision wraps the optimizer in a LossScaleOptimizer (larq's test)."""
+    x, y = _xy()
+    model = small_model()
+    mark_precisions(model)
+    case = CaseOptimizer(
+        (Bop.is_binary_variable, Bop(threshold=1e-6, gamma=1e-2)),
+        default_optimizer=keras.optimizers.Adam(0.01),
+    )
+    model.compile(
+        optimizer=keras.optimizers.LossScaleOptimizer(case),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
+    model.fit(x, y, epochs=1, batch_size=BATCH, verbose=0)
+    assert set(np.unique(model.layers[0].kernel.numpy())) == {-1.0, 1.0}
+    assert case.optimizers[0].iterations.numpy() == N_SAMPLES // BATCH
