@@ -9,6 +9,7 @@ layer = lns_keras.LNSQuantConv2D(64, 3, padding="same", alpha=1.0, rho=0.005)
 
 from lns_keras import (
     callbacks,
+    compat,
     constraints,
     context,
     convert,
@@ -56,6 +57,7 @@ __all__ = [
     "SLBQuantConv2D",
     "SLBQuantDense",
     "callbacks",
+    "compat",
     "constraints",
     "context",
     "convert",
