@@ -58,6 +58,11 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from apps import logs  # noqa: E402  (imports no TensorFlow)
+
+if __name__ == "__main__":
+    logs.quiet_tensorflow(sys.argv)  # before TensorFlow is imported
+
 import keras  # noqa: E402
 import keras_tuner  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -233,6 +238,7 @@ class LNSHyperModel(keras_tuner.HyperModel):
                 metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
                 jit_compile=config.jit_compile,
                 verbose=verbose,
+                shuffle=False,  # the dataset is shuffled already
             )
         if config.optimizer == "adam":
             optimizer = keras.optimizers.Adam(config.learning_rate)
@@ -436,7 +442,13 @@ def search(config: TuneConfig) -> list[dict[str, Any]]:
         )
     train, validation = _datasets(config)
     tuner = make_tuner(config, LNSHyperModel(baseline, config))
-    tuner.search(train, validation_data=validation, epochs=config.epochs, verbose=config.verbose)
+    tuner.search(
+        train,
+        validation_data=validation,
+        epochs=config.epochs,
+        verbose=config.verbose,
+        shuffle=False,  # the dataset is shuffled already
+    )
     if _is_tuner_worker():
         return []
     rows = trial_results(tuner.oracle)
@@ -491,8 +503,15 @@ def config_from_flags() -> TuneConfig:
 
 
 def main(argv: list[str]) -> int:
+    verbosity = FLAGS.verbosity if FLAGS["verbosity"].present else logs.DEFAULT_VERBOSITY
+    logs.apply_verbosity(verbosity)
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        print(
+            f"error: unexpected argument {' '.join(map(repr, argv[1:]))}: settings are flags "
+            "such as --epochs=3 (see --help).",
+            file=sys.stderr,
+        )
+        return 2
     try:
         config = config_from_flags()
         rows = search(config)

@@ -26,7 +26,12 @@ def baseline_path(tmp_path_factory) -> str:
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
     )
-    model.fit(data.load("fashion_mnist", "train", 64, seed=0, limit=256), epochs=1, verbose=0)
+    model.fit(
+        data.load("fashion_mnist", "train", 64, seed=0, limit=256),
+        epochs=1,
+        verbose=0,
+        shuffle=False,
+    )
     path = tmp_path_factory.mktemp("baseline") / "baseline.keras"
     model.save(path)
     return str(path)
