@@ -4,11 +4,13 @@ Conventions (lns_keras/summary.py): a kernel is 1-bit when its `kernel_quantizer
 precision 1; every other weight (biases, batch normalization, float layers) is 32-bit;
 a layer's MACs are binary only when its input and kernel quantizers both have precision 1;
 MACs = kernel size x output positions, per example; FLOPs = float MACs + binary MACs / 64.
+larq's own figures (`compat="larq"`) are checked against larq in test_summary_larq.py.
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 import pytest
 
 import lns_keras
@@ -191,10 +193,113 @@ def test_summary_prints_a_table():
         ("head", "Dense"),
     ]:
         assert f"{name} ({layer_type})" in text
-    total = next(line for line in lines if line.startswith("Total"))
-    for value in ("2,336", "314", "0.0124", "18,432", "9,120"):
+    header = lines[1]
+    for column in ("Input prec. (bit)", "# 1-bit", "# 32-bit", "Memory (KiB)", "Memory (Mbit)"):
+        assert column in header
+    assert "1-bit MACs" in header and "32-bit MACs" in header
+    total = next(line for line in lines if line.startswith("Total "))
+    # 12384 bits = 1.51 KiB = 0.0124 Mbit
+    for value in ("2,336", "314", "1.51", "0.0124", "18,432", "9,120"):
         assert value in total
     # One row per layer between the two rules.
-    rules = [i for i, line in enumerate(lines) if set(line) <= {"-", "+"}]
+    rules = [i for i, line in enumerate(lines) if line and set(line) <= {"-", "+"}]
     assert len(rules) == 2 and rules[1] - rules[0] - 1 == len(MIXED_EXPECTED)
-    assert "0.01 Mbit" in lines[-1] and "FLOPs" in lines[-1]
+    facts = dict(line.split("  ", 1) for line in lines if "  " in line and "|" not in line)
+    facts = {key: value.strip() for key, value in facts.items()}
+    assert facts["Total params"] == "2.65 k"  # 2336 + 314
+    assert facts["Model size"] == "1.51 KiB (0.0124 Mbit)"
+    # 32-bit equivalent: 2650 * 4 bytes = 10.35 KiB; ratio 12384 / 84800 = 0.146
+    assert facts["Float-32 equivalent"] == "10.35 KiB"
+    assert facts["Compression ratio of memory"] == "0.15"
+    assert facts["Number of MACs"] == "27.6 k"  # 18432 + 9120
+    assert facts["Ratio of MACs that are binarized"] == f"{18432 / 27552:.4f}"
+    assert "FLOPs" in text and "9.41 k" in text
+    assert "4 stored numbers a channel" in lines[-1] and "compat='larq'" in lines[-1]
+
+
+def test_summary_without_macs():
+    lines = []
+    lns_keras.summary(_mixed_model(), print_fn=lines.append, include_macs=False)
+    text = "\n".join(lines[:-1])  # the last line says how MACs are counted
+    assert "MACs" not in text and "FLOPs" not in text
+    assert "Memory (KiB)" in lines[1]
+
+
+def test_larq_counting_is_named_in_the_summary():
+    lines = []
+    stats = lns_keras.summary(_mixed_model(), print_fn=lines.append, compat="larq")
+    assert stats.compat == "larq"
+    assert "larq 0.14" in lines[-1] and "2 numbers a channel" in lines[-1]
+    # bn: the moving mean and variance only, non-trainable
+    bn = next(s for s in stats.layers if s.name == "bn")
+    assert (bn.params, bn.trainable_params) == ({32: 8}, 0)
+
+
+@pytest.mark.parametrize("compat", ["LARQ", "keras", 1])
+def test_unknown_compat_is_named(compat):
+    with pytest.raises(ValueError, match="`compat`"):
+        lns_keras.model_stats(_mixed_model(), compat=compat)
+
+
+def test_models_summary_is_the_same_function():
+    assert lns_keras.models.summary is lns_keras.summary
+
+
+def test_memory_units_and_ratios():
+    stats = lns_keras.model_stats(_binary_conv_model(use_bias=True))
+    # 108 1-bit + 4 32-bit = 236 bits
+    assert stats.params == {1: 108, 32: 4}
+    assert stats.memory_kib == pytest.approx(236 / 8192)
+    assert stats.fp32_memory_bits == 32 * 112
+    assert stats.compression_ratio == pytest.approx(236 / (32 * 112))
+    assert stats.int8_fp_weights_memory_bits == 108 + 8 * 4
+    assert stats.macs == {1: 3888}
+    assert stats.binarized_macs_ratio == 1.0 and stats.ternarized_macs_ratio == 0.0
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__(name="toy")
+        self.conv = lns_keras.QuantConv2D(
+            32, 3, padding="same", kernel_quantizer="ste_sign", kernel_constraint="weight_clip"
+        )
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.dense = keras.layers.Dense(10)
+
+    def call(self, inputs):
+        return self.dense(self.pool(self.conv(inputs)))
+
+
+def test_subclassed_model_counts_every_position():
+    model = _Subclassed()
+    model(np.zeros((2, 32, 32, 3), "float32"))
+    stats = lns_keras.model_stats(model)
+    conv, pool, dense = stats.layers
+    # 3*3*3*32 = 864 kernel elements at 32*32 output positions (not 864: one position)
+    assert conv.output_shape == (None, 32, 32, 32)
+    assert conv.macs == {32: 864 * 1024}
+    assert dense.macs == {32: 320}
+    assert pool.macs == {}
+    # The probe leaves no trace in the layers: Keras still knows no output for them.
+    with pytest.raises((AttributeError, ValueError)):
+        model.conv.output  # noqa: B018
+    # larq reads only the shapes Keras recorded: unknown.
+    larq = lns_keras.model_stats(model, compat="larq")
+    assert [s.macs for s in larq.layers] == [None, None, None]
+    assert [s.output_shape for s in larq.layers] == [None, None, None]
+    assert larq.params == stats.params == {1: 864, 32: 32 + 330}
+
+
+def test_subclassed_model_built_without_data_reports_unbuilt_layers():
+    model = _Subclassed()
+    with pytest.warns(UserWarning):  # Keras 3: build() leaves the layers unbuilt
+        model.build((None, 32, 32, 3))
+    lines = []
+    stats = lns_keras.summary(model, print_fn=lines.append)
+    assert stats.unbuilt == (model.conv.name, model.dense.name)
+    assert stats.unknown_macs == (model.conv.name, model.dense.name)
+    assert stats.total_params == 0
+    text = "\n".join(lines)
+    assert "Not built" in text and model.conv.name in text
+    conv_row = next(line for line in lines if line.startswith(model.conv.name))
+    assert "?" in conv_row
