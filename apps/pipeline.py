@@ -8,14 +8,23 @@ Stages (paper §4.1-4.3), each in its own folder of `model_dir`:
 - `finetune`: plain fine-tuning of a pretrained baseline (the paper's "Fine-tuning").
 - `lns`: a pretrained baseline converted to LNS, warm-started, fine-tuned with
   `L = ℓ_cls + α Σ ℓ̃_i`, folded back into a plain BNN and exported.
+- `slb`: SLB, the second method (slb.md): the network with searched `weight_bits`-bit
+  weights and `activation_bits`-bit activations, trained from scratch with the
+  temperature schedule and batch-norm recalibration, folded into plain quantized
+  layers and exported.
 - `all`: `baseline` then `lns` from it.
+
+With `weight_bits` or `activation_bits` above 1, `baseline` is SLB's straight-through
+baseline instead of the BNN: DoReFa k-bit weights with the activation quantizer of the
+`slb` stage (mode `"dorefa"` of [`apps.models.modes`][apps.models.modes]).
 
 Every stage writes atomically into `model_dir/<stage>/`: `config.json` (the values that
 decide the stage's result, written when it starts), `final.keras` (the trained model;
-for `lns` the folded one, plus `lns.keras` unfolded), `checkpoint.keras` (after every
-epoch), `backup/` (`BackupAndRestore` state: an interrupted run started again with the
-same command continues from the last finished epoch), `tensorboard/`, `metrics.csv`
-(accuracy, losses and flip rates per epoch), `curves.png`, `flip_rate.png` and
+for `lns` and `slb` the folded one, plus `lns.keras` / `slb.keras` unfolded),
+`checkpoint.keras` (after every epoch), `backup/` (`BackupAndRestore` state: an
+interrupted run started again with the same command continues from the last finished
+epoch), `tensorboard/`, `metrics.csv` (accuracy, losses, flip rates and, for `slb`, the
+temperature per epoch), `curves.png`, `flip_rate.png` (`temperature.png` for `slb`) and
 `metrics.json`. A stage whose `metrics.json` exists is done and is not run again.
 
 A stage folder is only ever continued with the values it was started with: a run whose
@@ -50,6 +59,7 @@ from apps import data, models
 from lns_keras.callbacks import FlipRate, GradientReach, binary_signs
 from lns_keras.export import atomic_path, atomic_write_bytes, save_model, to_tflite
 from lns_keras.layers.lns import is_lns_layer
+from lns_keras.slb import BatchNormRecalibration, SLBTemperatureScheduler
 
 __all__ = [
     "OPTIMIZERS",
@@ -66,13 +76,18 @@ __all__ = [
     "load_pretrained",
     "make_strategy",
     "run",
+    "stage_mode",
 ]
 
-STAGES = ("float", "baseline", "finetune", "lns", "all")
+STAGES = ("float", "baseline", "finetune", "lns", "slb", "all")
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker_mirrored")
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "step", "cosine")
 VERBOSE = ("auto", 0, 1, 2)
+_QUANTIZED_LAYERS = (lns_keras.QuantConv2D, lns_keras.QuantDense)
+# Test batches on which the slb stage compares the SLB model's predictions with the folded
+# model's (fold parity).
+_PARITY_BATCHES = 8
 GRADIENT_PATHS = {
     # How the classification gradient reaches the unbounded Q̂ (docs/concepts.md, "The
     # gradient path"): LNS-layer arguments of each choice.
@@ -81,6 +96,13 @@ GRADIENT_PATHS = {
     "tanh": {"kernel_quantizer": "ste_sign", "mapping_activation": "tanh"},  # bounded Q̂
 }
 LNS_FLAGS = ("alpha", "rho", "loss_reduction", "noisy_labels", "mapping_width")
+BIT_FLAGS = ("weight_bits", "activation_bits")
+SLB_FLAGS = (
+    "temperature_factor",
+    "temperature_start",
+    "temperature_end",
+    "bn_recalibration_steps",
+)
 # The flags that decide a stage's result, stored in its config.json: a stage folder is
 # continued only with the same values. Not among them, since they change where or how
 # the run goes but not what it computes: model_dir, stage, strategy, jit_compile,
@@ -104,7 +126,7 @@ _TRAINING_FLAGS = (
 )
 STAGE_FLAGS = {
     "float": _TRAINING_FLAGS,
-    "baseline": _TRAINING_FLAGS,
+    "baseline": (*_TRAINING_FLAGS, *BIT_FLAGS),
     "finetune": (*_TRAINING_FLAGS, "pretrained"),
     "lns": (
         *_TRAINING_FLAGS,
@@ -114,7 +136,11 @@ STAGE_FLAGS = {
         *LNS_FLAGS,
         "gradient_path",
     ),
+    "slb": (*_TRAINING_FLAGS, *BIT_FLAGS, *SLB_FLAGS),
 }
+# Flags added to a stage's STAGE_FLAGS after its config.json was first written, with the
+# value every run had before: a config.json without them holds that value.
+_VALUES_BEFORE_THE_FLAG = {"weight_bits": 1, "activation_bits": 1}
 
 
 @dataclasses.dataclass
@@ -148,6 +174,18 @@ class TrainConfig:
         noisy_labels: `latent` or `pretrained`.
         mapping_width: Channel multiplier of the mappings.
         gradient_path: One of `GRADIENT_PATHS`: `identity` (default), `window` or `tanh`.
+        weight_bits: Bits of a weight of the quantized layers of `slb` (1, 2 or 4) and
+            `baseline` (1 to 8: DoReFa weights above 1 bit); 1 for `all`.
+        activation_bits: Bits of their inputs, 1 to 8 (1: `ste_sign`, more: PACT) or 32
+            (full precision); 1 for `all`.
+        temperature_factor: `slb`: the factor f >= 1 by which the inverse temperature
+            grows each epoch of the schedule's window (slb.md §3.3).
+        temperature_start: `slb`: t_start, the fraction of the epochs after which the
+            temperature starts growing.
+        temperature_end: `slb`: t_end >= t_start, the fraction of the epochs at which it
+            stops growing and the layers switch to their hard kernels.
+        bn_recalibration_steps: `slb`: training batches with which batch normalization is
+            recalibrated on the hard kernels after every epoch (slb.md §4.4-4.5); 0: none.
         validation_examples: Hold out the last examples of the training split to validate
             on, and test once at the end (0: validate on the test split, as before). With a
             hold-out, each stage also keeps the model of its best validation epoch
@@ -191,6 +229,12 @@ class TrainConfig:
     noisy_labels: str = "latent"
     mapping_width: int = 2
     gradient_path: str = "identity"
+    weight_bits: int = 1
+    activation_bits: int = 1
+    temperature_factor: float = 1.2
+    temperature_start: float = 0.2
+    temperature_end: float = 0.6
+    bn_recalibration_steps: int = 100
     validation_examples: int = 0
     seed: int = 0
     strategy: str = "auto"
@@ -208,6 +252,9 @@ class TrainConfig:
 
         Loads `pretrained` for the stages that use it (a baseline BNN that fits the
         dataset) and checks that `model_dir` can be written; reads no data.
+
+        Raises:
+            ValueError: For the first invalid field, as `--<flag>=<value> is invalid: ...`.
         """
 
         def bad(flag, value, accepted):
@@ -269,17 +316,57 @@ class TrainConfig:
         real("decay_factor", 0, 1, low_open=True)
         real("momentum", 0, 1)
         real("weight_decay", 0)
+        integer("weight_bits", 1)
+        integer("activation_bits", 1)
+        integer("bn_recalibration_steps", 0)
+        real("temperature_factor", 1)
+        real("temperature_start", 0, 1)
+        real("temperature_end", 0, 1)
         decay = list(self.decay_epochs)
         if any(isinstance(e, bool) or not isinstance(e, numbers.Integral) for e in decay) or (
             decay and (min(decay) < 1 or decay != sorted(set(decay)))
         ):
             bad("decay_epochs", ",".join(map(str, decay)), "expected increasing integers >= 1")
         self._validate_lns_arguments()
+        self._validate_slb_arguments()
         _check_writable_folder("model_dir", self.model_dir)
         if self.stage in ("finetune", "lns"):
             if not self.pretrained:
                 bad("pretrained", self.pretrained, f"--stage={self.stage} needs a baseline model")
             self._check_pretrained(load_pretrained(self.pretrained))
+
+    def _validate_slb_arguments(self) -> None:
+        # After the checks of each value on its own, in `validate`.
+        def bad(flag, accepted):
+            raise ValueError(f"--{flag}={getattr(self, flag)!r} is invalid: {accepted}.")
+
+        if self.temperature_start > self.temperature_end:
+            bad(
+                "temperature_start",
+                f"the window cannot begin after --temperature_end={self.temperature_end!r}",
+            )
+        if self.stage == "all" and (self.weight_bits, self.activation_bits) != (1, 1):
+            flag = "weight_bits" if self.weight_bits != 1 else "activation_bits"
+            bad(
+                flag,
+                "--stage=all converts its baseline to LNS, which needs 1-bit weights and activations",
+            )
+        if self.stage in ("baseline", "slb"):
+            # The builders judge the bit widths of their modes; one at a time, so the
+            # error names the flag.
+            mode = stage_mode(self.stage, self.weight_bits, self.activation_bits)
+            for flag in BIT_FLAGS:
+                try:
+                    models.modes.layer_mode(mode, **{flag: getattr(self, flag)})
+                except ValueError as error:
+                    bad(flag, f"{error} (--stage={self.stage})")
+        if self.stage == "slb" and self.pretrained:
+            bad(
+                "pretrained",
+                "--stage=slb trains from scratch, as the authors' recipes do (slb.md §1.5); "
+                "to start SLB's logits from a trained kernel, use the library's "
+                "SLBQuantConv2D.init_logits_from_kernel",
+            )
 
     def _validate_lns_arguments(self) -> None:
         # The LNS layer judges its own arguments; one at a time, so the error names the flag.
@@ -334,6 +421,28 @@ def _check_writable_folder(flag: str, path: str) -> None:
         raise ValueError(
             f"--{flag}={path!r} is invalid: cannot write in {existing!r} ({error.strerror})."
         ) from None
+
+
+def stage_mode(stage: str, weight_bits: int = 1, activation_bits: int = 1) -> str:
+    """The builder's `mode` a stage trains from scratch in.
+
+    Args:
+        stage: `"float"`, `"baseline"` or `"slb"`.
+        weight_bits: `--weight_bits`.
+        activation_bits: `--activation_bits`.
+
+    Returns:
+        `"float"`; `"slb"`; for `"baseline"`, `"bnn"` with 1-bit weights and activations
+        (the LNS paper's baseline), else `"dorefa"` (SLB's straight-through baseline).
+
+    Raises:
+        ValueError: For a stage that does not build its model (`finetune`, `lns`, `all`).
+    """
+    if stage in ("float", "slb"):
+        return stage
+    if stage == "baseline":
+        return "bnn" if (weight_bits, activation_bits) == (1, 1) else "dorefa"
+    raise ValueError(f"--stage={stage!r} does not build its model from scratch.")
 
 
 def load_pretrained(path: str | None) -> keras.Model:
@@ -686,6 +795,8 @@ class _Run:
             if os.path.isfile(path):
                 with open(path) as f:
                     stored = json.load(f)
+                later = {n: v for n, v in _VALUES_BEFORE_THE_FLAG.items() if n in wanted}
+                stored = {**later, **stored}
             if stored == wanted:
                 return stage_dir
             if not self.config.overwrite:
@@ -735,10 +846,17 @@ class _Run:
             jit_compile=self.config.jit_compile,
         )
 
-    def _callbacks(self, stage_dir: str, flip_reference=None) -> list:
-        flip_rate = FlipRate(reference=flip_reference)
+    def _callbacks(
+        self, stage_dir: str, flip_reference=None, method_callbacks=(), flip_rates=True
+    ) -> list:
+        # Flip rates only for a model with 1-bit kernels: elsewhere they would read 0.
+        flip_rate = FlipRate(reference=flip_reference) if flip_rates else None
         callbacks = [
-            flip_rate,  # first: the callbacks after it log the rates
+            # First, the method's own (SLB's schedule and recalibration): the temperature
+            # must be set before an epoch's first step, the statistics recalibrated before
+            # validation, backup and checkpoint, and what they log reach the CSV.
+            *method_callbacks,
+            *([flip_rate] if flip_rate else []),  # before the loggers, which log the rates
             GradientReach(),
             keras.callbacks.CSVLogger(os.path.join(stage_dir, "metrics.csv"), append=True),
             keras.callbacks.TensorBoard(os.path.join(stage_dir, "tensorboard")),
@@ -753,9 +871,11 @@ class _Run:
         callbacks.append(_ProgbarLogger())
         return callbacks
 
-    def _fit(self, model, stage_dir, epochs, flip_reference=None) -> float:
+    def _fit(self, model, stage_dir, epochs, flip_reference=None, method_callbacks=()) -> float:
         """Train (or resume) the stage; return the seconds of training of every sitting."""
-        callbacks = self._callbacks(stage_dir, flip_reference)
+        callbacks = self._callbacks(
+            stage_dir, flip_reference, method_callbacks, flip_rates=bool(binary_signs(model))
+        )
         model.fit(
             self.train_ds,
             validation_data=self.val_ds,
@@ -766,6 +886,17 @@ class _Run:
         )
         backup = next(c for c in callbacks if isinstance(c, AtomicBackupAndRestore))
         return backup.seconds()
+
+    def _build(self, stage: str) -> keras.Model:
+        """The `--model` network in the mode of `stage` (see `stage_mode`)."""
+        config = self.config
+        mode = stage_mode(stage, config.weight_bits, config.activation_bits)
+        bits = {}
+        if mode in ("slb", "dorefa"):
+            bits = dict(weight_bits=config.weight_bits, activation_bits=config.activation_bits)
+        return models.get_builder(config.model)(
+            self.input_shape, self.num_classes, mode=mode, **bits
+        )
 
     def _training_header(self, stage_dir: str, text: str, epochs: int) -> None:
         done = AtomicBackupAndRestore.finished_epochs(os.path.join(stage_dir, "backup"))
@@ -797,7 +928,7 @@ class _Run:
         save_model(model, os.path.join(stage_dir, "final.keras"))
         results["files"] = {"keras": os.path.join(stage_dir, "final.keras")}
         if self.chief:
-            if self.config.export_tflite and self.config.stage in ("lns", "all", "baseline"):
+            if self.config.export_tflite and self.config.stage in ("lns", "all", "baseline", "slb"):
                 results["files"].update(self._export(model, stage_dir))
             _plot(os.path.join(stage_dir, "metrics.csv"), stage_dir)
         results["sizes_bytes"] = {k: os.path.getsize(v) for k, v in results["files"].items()}
@@ -807,15 +938,24 @@ class _Run:
         return results
 
     def _export(self, model, stage_dir) -> dict[str, str]:
+        """The float TFLite file of a quantized model, and the LCE one of a binary model.
+
+        larq-compute-engine turns a layer into a 1-bit `LceBconv2d` only when both its
+        input and its kernel are binary. A k-bit layer stays a float `CONV_2D` with its
+        quantizer's ops (`ROUND`, `MINIMUM`, ...) in front, in an LCE file as in the float
+        one, so a model without a binary layer gets the float file only.
+        """
         files = {}
-        if not any(lns_keras.convert.is_binary_layer(layer) for layer in model.layers):
+        layers = model.layers
+        if not any(isinstance(layer, _QUANTIZED_LAYERS) for layer in layers):
             return files
         files["tflite_float"] = to_tflite(
             model, os.path.join(stage_dir, "model_float.tflite"), lce=False
         )
-        files["tflite_1bit"] = to_tflite(
-            model, os.path.join(stage_dir, "model_1bit.tflite"), lce=True
-        )
+        if any(lns_keras.convert.is_binary_layer(layer) for layer in layers):
+            files["tflite_1bit"] = to_tflite(
+                model, os.path.join(stage_dir, "model_1bit.tflite"), lce=True
+            )
         return files
 
     def _done(self, stage_dir):
@@ -832,19 +972,80 @@ class _Run:
         if (done := self._done(stage_dir)) is not None:
             self._header(f"{stage}: finished earlier, results read from {stage_dir}")
             return done
+        config = self.config
         _, epochs = self._epochs(stage)
         _, learning_rate = self._learning_rate(stage)
-        self._training_header(stage_dir, stage, epochs)
-        builder = models.get_builder(self.config.model)
-        with self.strategy.scope():
-            model = builder(
-                self.input_shape, self.num_classes, mode="float" if stage == "float" else "bnn"
+        mode = stage_mode(stage, config.weight_bits, config.activation_bits)
+        what = stage
+        if mode == "dorefa":
+            what = (
+                f"baseline: straight-through W{config.weight_bits}/A{config.activation_bits} "
+                "(DoReFa weights)"
             )
+        self._training_header(stage_dir, what, epochs)
+        with self.strategy.scope():
+            model = self._build(stage)
             self._compile(model, self._optimizer(learning_rate, epochs))
         seconds = self._fit(model, stage_dir, epochs)
-        return self._finish_stage(
-            stage_dir, model, _history_results(stage, stage_dir, seconds, epochs)
+        results = _history_results(stage, stage_dir, seconds, epochs)
+        if stage == "baseline":
+            results.update(
+                mode=mode, weight_bits=config.weight_bits, activation_bits=config.activation_bits
+            )
+        return self._finish_stage(stage_dir, model, results)
+
+    def slb(self) -> dict:
+        """SLB from scratch: search, recalibrate, fold, export (slb.md §2-4, §6.1)."""
+        config = self.config
+        stage_dir = self._claim_stage("slb", None)
+        if (done := self._done(stage_dir)) is not None:
+            self._header(f"slb: finished earlier, results read from {stage_dir}")
+            return done
+        bits = f"W{config.weight_bits}/A{config.activation_bits}"
+        first, last = lns_keras.slb.schedule_window(
+            max(config.epochs, 1), config.temperature_start, config.temperature_end
         )
+        self._training_header(
+            stage_dir,
+            f"slb: search {bits} weights, temperature x{config.temperature_factor:g} per "
+            f"epoch after epoch {first}, hard from epoch {last}",
+            config.epochs,
+        )
+        schedule = SLBTemperatureScheduler(
+            t0=1.0,
+            factor=config.temperature_factor,
+            start=config.temperature_start,
+            end=config.temperature_end,
+        )
+        method_callbacks = [schedule]
+        if config.bn_recalibration_steps:
+            # Every epoch, as the authors' code (slb.md §4.4), before the validation.
+            method_callbacks.append(
+                BatchNormRecalibration(self.train_ds, config.bn_recalibration_steps, start=0.0)
+            )
+        with self.strategy.scope():
+            model = self._build("slb")
+            self._compile(model, self._optimizer(config.learning_rate, config.epochs))
+        seconds = self._fit(model, stage_dir, config.epochs, method_callbacks=method_callbacks)
+        searched = lns_keras.slb.slb_layers(model)
+        results = {
+            "weight_bits": config.weight_bits,
+            "activation_bits": config.activation_bits,
+            "schedule_window": [first, last],
+            "final_temperature": float(keras.ops.convert_to_numpy(searched[0].temperature)),
+            "hard": searched[0].hard,
+            **_history_results("slb", stage_dir, seconds, config.epochs),
+        }
+        results["slb_accuracy"] = self._evaluate(model)
+        save_model(model, os.path.join(stage_dir, "slb.keras"))
+        self._header("slb: fold the hard kernels into plain quantized layers, export")
+        with self.strategy.scope():
+            folded = lns_keras.slb.fold(model)
+            self._compile(folded, "sgd")
+        results["fold_max_difference"] = _max_difference(
+            model, folded, self.test_ds.take(_PARITY_BATCHES)
+        )
+        return self._finish_stage(stage_dir, folded, results)
 
     def finetune(self, pretrained_path: str) -> dict:
         config = self.config
@@ -936,6 +1137,14 @@ class _Run:
         return self._finish_stage(stage_dir, folded, results)
 
 
+def _max_difference(model, other, dataset) -> float:
+    """The largest difference between the two models' predicted probabilities on `dataset`."""
+    images = dataset.map(lambda x, y: x)
+    return float(
+        np.max(np.abs(model.predict(images, verbose=0) - other.predict(images, verbose=0)))
+    )
+
+
 def _keras_verbose(verbose: int | str) -> int:
     """Keras's verbosity for `verbose`: `"auto"` is a progress bar on a terminal and one
     line per epoch otherwise (a progress bar written to a file is one long line)."""
@@ -1015,6 +1224,7 @@ def _stats(model) -> dict:
     stats = lns_keras.model_stats(model)
     return {
         "params_1bit": stats.params_1bit,
+        "params_kbit": stats.params_kbit,
         "params_32bit": stats.params_32bit,
         "memory_mbit": stats.memory_mbit,
         "binary_macs": stats.binary_macs,
@@ -1024,7 +1234,7 @@ def _stats(model) -> dict:
 
 
 def _plot(csv_path: str, out_dir: str) -> None:
-    """PNG plots of accuracy/loss and flip rate per epoch from the stage's CSV."""
+    """PNG plots of accuracy/loss, flip rate and SLB's temperature per epoch from the CSV."""
     if not os.path.isfile(csv_path):
         return
     import matplotlib
@@ -1061,6 +1271,13 @@ def _plot(csv_path: str, out_dir: str) -> None:
         ax.set_ylabel("flip rate")
         ax.legend()
         _save_figure(fig, os.path.join(out_dir, "flip_rate.png"))
+    if series("temperature") is not None:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        ax.plot(epochs, series("temperature"), marker="o")
+        ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("inverse temperature T")
+        _save_figure(fig, os.path.join(out_dir, "temperature.png"))
 
 
 def _save_figure(fig, path):
@@ -1095,6 +1312,8 @@ def run(config: TrainConfig) -> dict[str, Any]:
         results["finetune"] = job.finetune(config.pretrained)
     elif config.stage == "lns":
         results["lns"] = job.lns(config.pretrained)
+    elif config.stage == "slb":
+        results["slb"] = job.slb()
     else:  # all
         results["baseline"] = job.train_from_scratch("baseline")
         results["lns"] = job.lns(os.path.join(job.model_dir, "baseline", "final.keras"))
@@ -1168,6 +1387,17 @@ def final_table(summary: dict[str, Any]) -> str:
             f"{100 * lns['warm_start_accuracy']:.2f}% (sign(Q̂) = sign(W) on "
             f"{100 * lns['agreement_after']:.2f}% of weights) -> fine-tuned {100 * lns['lns_accuracy']:.2f}% "
             f"-> folded {100 * lns['test_accuracy']:.2f}%"
+        )
+    if "slb" in stages:
+        slb = stages["slb"]
+        first, last = slb["schedule_window"]
+        lines.append("")
+        lines.append(
+            f"SLB W{slb['weight_bits']}/A{slb['activation_bits']}: temperature 1 -> "
+            f"{slb['final_temperature']:.4g} (growing after epoch {first}, hard from epoch "
+            f"{last}) -> searched {100 * slb['slb_accuracy']:.2f}% -> folded "
+            f"{100 * slb['test_accuracy']:.2f}% (largest probability difference "
+            f"{slb['fold_max_difference']:.2g})"
         )
     lines.append("")
     lines.append("Files:")

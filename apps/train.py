@@ -1,7 +1,8 @@
-"""Train a BNN, convert it to LNS, warm start, fine-tune, fold and export.
+"""Train a BNN, convert it to LNS, warm start, fine-tune, fold and export; or train SLB.
 
     python apps/train.py --flagfile=apps/configs/fashion_mnist_demo.flags
     python apps/train.py --dataset=cifar10 --model=resnet20 --stage=baseline --epochs=400 ...
+    python apps/train.py --flagfile=apps/configs/fashion_mnist_slb.flags
 
 Flags are listed by `python apps/train.py --help` (`--helpfull` adds absl's, among them
 `--verbosity`, which brings back TensorFlow's logs); the paper's recipes are flagfiles in
@@ -33,6 +34,40 @@ flags.DEFINE_string("dataset", "fashion_mnist", f"One of {list(data.DATASETS)}."
 flags.DEFINE_string("model", "fashion_net", f"One of {list(models.BUILDERS)}.")
 flags.DEFINE_string("stage", "all", f"One of {list(pipeline.STAGES)}.")
 flags.DEFINE_string("pretrained", None, "Baseline .keras model for --stage=finetune/lns.")
+flags.DEFINE_integer(
+    "weight_bits",
+    1,
+    "Bits of a weight of the quantized layers: --stage=slb 1, 2 or 4; --stage=baseline "
+    "1 (the BNN) or up to 8 (DoReFa weights, SLB's straight-through baseline).",
+)
+flags.DEFINE_integer(
+    "activation_bits",
+    1,
+    "Bits of the quantized layers' inputs for --stage=slb/baseline: 1 (ste_sign), 2 to 8 "
+    "(PACT) or 32 (full precision).",
+)
+flags.DEFINE_float(
+    "temperature_factor",
+    1.2,
+    "--stage=slb: factor (>= 1) by which the inverse temperature grows each epoch.",
+)
+flags.DEFINE_float(
+    "temperature_start",
+    0.2,
+    "--stage=slb: fraction of the epochs after which the temperature starts growing.",
+)
+flags.DEFINE_float(
+    "temperature_end",
+    0.6,
+    "--stage=slb: fraction of the epochs at which it stops growing and the layers switch "
+    "to their hard kernels (>= --temperature_start).",
+)
+flags.DEFINE_integer(
+    "bn_recalibration_steps",
+    100,
+    "--stage=slb: training batches that recalibrate batch normalization on the hard "
+    "kernels after every epoch (0: none).",
+)
 flags.DEFINE_string("model_dir", "runs/demo", "Output folder (checkpoints, logs, models).")
 flags.DEFINE_boolean(
     "overwrite",
@@ -79,7 +114,9 @@ flags.DEFINE_string(
 )
 flags.DEFINE_integer("train_limit", None, "Use only the first N training examples.")
 flags.DEFINE_integer("test_limit", None, "Use only the first N test examples.")
-flags.DEFINE_boolean("export_tflite", True, "Write float and 1-bit .tflite files.")
+flags.DEFINE_boolean(
+    "export_tflite", True, "Write the float .tflite file, and the 1-bit one of a binary model."
+)
 flags.DEFINE_string(
     "verbose",
     "auto",

@@ -1,5 +1,7 @@
 """The model builders: every model in every mode builds, predicts and trains a step; the
-baseline BNN keeps the paper's full-precision layers; the counts match the paper's tables."""
+baseline BNN keeps the paper's full-precision layers; the counts match the paper's tables.
+The k-bit modes `slb` and `dorefa` are built here at their default, 1-bit widths; their
+other widths are tested in tests/test_slb_apps.py."""
 
 import keras
 import numpy as np
@@ -10,12 +12,14 @@ from apps import models
 from apps.models import BUILDERS, MODES, get_builder
 from lns_keras.convert import is_binary_layer
 from lns_keras.layers.lns import is_lns_layer
+from lns_keras.layers.slb import is_slb_layer
 
 INPUT_SHAPES = {
     "resnet20": (32, 32, 3),
     "fashion_net": (28, 28, 1),
     "resnet18_bireal": (224, 224, 3),
     "alexnet": (224, 224, 3),
+    "vgg_small": (32, 32, 3),
 }
 IMAGENET = ("resnet18_bireal", "alexnet")
 
@@ -23,12 +27,15 @@ IMAGENET = ("resnet18_bireal", "alexnet")
 def _cases():
     for name in BUILDERS:
         for mode in MODES:
-            marks = [pytest.mark.slow] if name in IMAGENET else []
+            # VGG-Small's LNS mappings of its 512-channel kernels: ~100 s a step on 2 cores.
+            slow = name in IMAGENET or (name, mode) == ("vgg_small", "lns")
+            marks = [pytest.mark.slow] if slow else []
             yield pytest.param(name, mode, marks=marks, id=f"{name}-{mode}")
 
 
 def _kernel_layers(model):
-    return [layer for layer in model.layers if hasattr(layer, "kernel")]
+    # An SLB layer has logits instead of a kernel (its `kernel` raises AttributeError).
+    return [layer for layer in model.layers if hasattr(layer, "kernel") or is_slb_layer(layer)]
 
 
 def _is_shortcut(layer) -> bool:
@@ -49,7 +56,10 @@ def _check_structure(model, mode):
     for layer in hidden:
         if _is_shortcut(layer):  # down-sampling shortcuts stay full precision
             assert type(layer) is keras.layers.Conv2D, layer.name
-        else:
+        elif mode == "slb":
+            assert is_slb_layer(layer) and layer.weight_bits == 1, layer.name
+            assert layer.input_quantizer.precision == 1 and not layer.use_bias
+        else:  # bnn, lns, and dorefa at 1 bit: the BNN's layers
             assert is_binary_layer(layer), layer.name
             # AlexNet's LNS mode maps the convolutions only (fc6/fc7 mappings: ~0.8 G weights).
             dense_only_binary = model.name == "alexnet_lns" and isinstance(
@@ -67,7 +77,8 @@ def test_builds_predicts_and_trains_a_step(name, mode):
     batch = 1 if name in IMAGENET else 2
     num_classes = 10
     model = get_builder(name)(input_shape, num_classes, mode=mode)
-    assert model.name == f"{name}_{mode}"
+    suffix = "_w1a1" if mode in ("slb", "dorefa") else ""
+    assert model.name == f"{name}_{mode}{suffix}"
     _check_structure(model, mode)
 
     rng = np.random.default_rng(0)
@@ -161,7 +172,7 @@ def test_binary_models_keep_their_binary_weights_at_one_bit():
 
 def test_unknown_model_name_is_named_with_the_known_ones():
     with pytest.raises(
-        ValueError, match=r"'resnet50'.*alexnet.*fashion_net.*resnet18_bireal.*resnet20"
+        ValueError, match=r"'resnet50'.*alexnet.*fashion_net.*resnet18_bireal.*resnet20.*vgg_small"
     ):
         get_builder("resnet50")
 

@@ -71,6 +71,7 @@ PAPER = {
     "imagenet_alexnet_lns": dict(epochs=45, learning_rate=0.01, decay_epochs=(15, 30)),
     "fashion_mnist_resnet20": dict(stage="all", model="resnet20"),
     "fashion_mnist_demo": dict(stage="all"),
+    "fashion_mnist_slb": dict(stage="slb", weight_bits=1, activation_bits=1),
 }
 FLAGFILES = sorted(CONFIGS.glob("*.flags"))
 

@@ -20,7 +20,9 @@ full-precision 3×3 conv with 32 channels, then binary 3×3 convs with 32 and 64
 each followed by batch normalization and 2×2 max pooling, and a full-precision dense
 classifier on the flattened 3×3×64 features. An epoch of Fashion-MNIST (batch 128) costs
 about 40 CPU-seconds; twice the channels (64, 128) cost 40 % more for the same accuracy
-after two epochs (about 81 % for the BNN with Adam).
+after two epochs (about 81 % for the BNN with Adam). In the k-bit modes (`"slb"`,
+`"dorefa"`) the two binary convs become the mode's k-bit layers; `"slb"` with 1-bit
+weights and activations is the network of `apps/configs/fashion_mnist_slb.flags`.
 """
 
 from __future__ import annotations
@@ -30,13 +32,29 @@ from typing import Any
 
 import keras
 
-from apps.models.modes import FLOAT, activation, batch_norm, build_model, classifier, conv, dense
+from apps.models.modes import (
+    FLOAT,
+    LayerMode,
+    activation,
+    batch_norm,
+    build_model,
+    classifier,
+    conv,
+    dense,
+)
 
 __all__ = ["alexnet", "fashion_net"]
 
 
 def _conv_bn(
-    x, mode: str, filters: int, kernel_size: int, name: str, *, full_precision=False, **conv_kwargs
+    x,
+    mode: LayerMode,
+    filters: int,
+    kernel_size: int,
+    name: str,
+    *,
+    full_precision=False,
+    **conv_kwargs,
 ):
     """Conv, batch normalization and the mode's activation.
 
@@ -48,7 +66,7 @@ def _conv_bn(
     return activation(mode, name=f"{name}_relu")(x)
 
 
-def _alexnet_body(inputs, num_classes: int, mode: str):
+def _alexnet_body(inputs, num_classes: int, mode: LayerMode):
     def max_pool(x, name):
         return keras.layers.MaxPooling2D(3, strides=2, name=name)(x)
 
@@ -69,7 +87,13 @@ def _alexnet_body(inputs, num_classes: int, mode: str):
 
 
 def alexnet(
-    input_shape: Sequence[int], num_classes: int, mode: str = "float", **lns_kwargs: Any
+    input_shape: Sequence[int],
+    num_classes: int,
+    mode: str = "float",
+    *,
+    weight_bits: int | None = None,
+    activation_bits: int | None = None,
+    **lns_kwargs: Any,
 ) -> keras.Model:
     """AlexNet for ImageNet as binarized by XNOR-Net and DoReFa-Net (LNS paper, Table 5).
 
@@ -77,8 +101,12 @@ def alexnet(
         input_shape: `(height, width, channels)`, `(224, 224, 3)` for ImageNet (at least
             about 64×64 for the three poolings).
         num_classes: Number of classes.
-        mode: `"float"`, `"bnn"` (the paper's baseline) or `"lns"` (see
-            [`apps.models.modes`][apps.models.modes]).
+        mode: `"float"`, `"bnn"` (the LNS paper's baseline), `"lns"`, `"slb"` or
+            `"dorefa"` (see [`apps.models.modes`][apps.models.modes]).
+        weight_bits: With `"slb"` (1, 2 or 4) and `"dorefa"` (1 to 8): bits of a weight
+            of the quantized layers; default 1.
+        activation_bits: With `"slb"` and `"dorefa"`: bits of their inputs, 1 to 8 or 32
+            (full precision); default 1.
         **lns_kwargs: With `mode="lns"`, passed to
             [`to_lns`][lns_keras.convert.to_lns] (`alpha`, `rho`, ...). Only the binary
             convolutions get mappings unless `include_dense=True` is passed: the
@@ -88,18 +116,27 @@ def alexnet(
         An uncompiled model with softmax outputs.
 
     Raises:
-        ValueError: For an unknown `mode`, a bad `input_shape` or `num_classes`, or LNS
-            arguments without `mode="lns"`.
+        ValueError: For an unknown `mode`, bit widths the mode does not take, a bad
+            `input_shape` or `num_classes`, or LNS arguments without `mode="lns"`.
 
     Example:
         ```python
         baseline = alexnet((224, 224, 3), 1000, mode="bnn")
         ```
     """
-    return build_model(_alexnet_body, "alexnet", input_shape, num_classes, mode, lns_kwargs)
+    return build_model(
+        _alexnet_body,
+        "alexnet",
+        input_shape,
+        num_classes,
+        mode,
+        lns_kwargs,
+        weight_bits,
+        activation_bits,
+    )
 
 
-def _fashion_net_body(inputs, num_classes: int, mode: str):
+def _fashion_net_body(inputs, num_classes: int, mode: LayerMode):
     x = inputs
     for i, filters in enumerate((32, 32, 64), start=1):
         x = _conv_bn(x, mode, filters, 3, f"conv{i}", full_precision=i == 1)
@@ -109,14 +146,25 @@ def _fashion_net_body(inputs, num_classes: int, mode: str):
 
 
 def fashion_net(
-    input_shape: Sequence[int], num_classes: int, mode: str = "float", **lns_kwargs: Any
+    input_shape: Sequence[int],
+    num_classes: int,
+    mode: str = "float",
+    *,
+    weight_bits: int | None = None,
+    activation_bits: int | None = None,
+    **lns_kwargs: Any,
 ) -> keras.Model:
     """A small, fast network for Fashion-MNIST (28×28×1), for demonstrations and tests.
 
     Args:
         input_shape: `(height, width, channels)`, `(28, 28, 1)` for Fashion-MNIST.
         num_classes: Number of classes.
-        mode: `"float"`, `"bnn"` or `"lns"` (see [`apps.models.modes`][apps.models.modes]).
+        mode: `"float"`, `"bnn"`, `"lns"`, `"slb"` or `"dorefa"` (see
+            [`apps.models.modes`][apps.models.modes]).
+        weight_bits: With `"slb"` (1, 2 or 4) and `"dorefa"` (1 to 8): bits of a weight
+            of the quantized layers; default 1.
+        activation_bits: With `"slb"` and `"dorefa"`: bits of their inputs, 1 to 8 or 32
+            (full precision); default 1.
         **lns_kwargs: With `mode="lns"`, passed to
             [`to_lns`][lns_keras.convert.to_lns] (`alpha`, `rho`, ...).
 
@@ -124,12 +172,22 @@ def fashion_net(
         An uncompiled model with softmax outputs.
 
     Raises:
-        ValueError: For an unknown `mode`, a bad `input_shape` or `num_classes`, or LNS
-            arguments without `mode="lns"`.
+        ValueError: For an unknown `mode`, bit widths the mode does not take, a bad
+            `input_shape` or `num_classes`, or LNS arguments without `mode="lns"`.
 
     Example:
         ```python
         model = fashion_net((28, 28, 1), 10, mode="bnn")
+        slb = fashion_net((28, 28, 1), 10, mode="slb", weight_bits=1, activation_bits=1)
         ```
     """
-    return build_model(_fashion_net_body, "fashion_net", input_shape, num_classes, mode, lns_kwargs)
+    return build_model(
+        _fashion_net_body,
+        "fashion_net",
+        input_shape,
+        num_classes,
+        mode,
+        lns_kwargs,
+        weight_bits,
+        activation_bits,
+    )

@@ -18,6 +18,14 @@ full-precision 1×1 conv and batch normalization. The first conv (7×7/2, 64) wi
 normalization and max pooling, and the last dense stay full precision. In float mode the
 topology is the same with float convs and ReLU in place of PReLU; its parameter and
 multiply counts are those of the standard ResNet-18.
+
+In the k-bit modes (`"slb"`, `"dorefa"`) both networks keep the BNN's topology, with the
+binary convs replaced by the mode's k-bit layers: SLB's ResNet-20 and ImageNet recipes
+(slb.md §6.1). The authors name their block `convprelubn` (slb.md §5.5, its meaning
+inferred from the name only); the blocks here keep the LNS baseline's order, conv, batch
+normalization, then PReLU (ResNet-18) or none (ResNet-20), so that SLB, the STE baseline
+and the BNN differ only in their quantized layers. With `activation_bits=32` the
+ResNet-20 blocks get back their ReLUs.
 """
 
 from __future__ import annotations
@@ -27,7 +35,15 @@ from typing import Any
 
 import keras
 
-from apps.models.modes import BNN, FLOAT, activation, batch_norm, build_model, classifier, conv
+from apps.models.modes import (
+    FLOAT,
+    LayerMode,
+    activation,
+    batch_norm,
+    build_model,
+    classifier,
+    conv,
+)
 
 __all__ = ["resnet18_bireal", "resnet20"]
 
@@ -41,7 +57,7 @@ def _downsample_shortcut(x, filters: int, strides: int, name: str, *, pool: bool
     return batch_norm(name=f"{name}_bn")(x)
 
 
-def _resnet20_block(x, mode: str, filters: int, strides: int, name: str):
+def _resnet20_block(x, mode: LayerMode, filters: int, strides: int, name: str):
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _downsample_shortcut(x, filters, strides, f"{name}_shortcut", pool=False)
@@ -54,7 +70,7 @@ def _resnet20_block(x, mode: str, filters: int, strides: int, name: str):
     return activation(mode, name=f"{name}_relu2")(y)
 
 
-def _resnet20_body(inputs, num_classes: int, mode: str):
+def _resnet20_body(inputs, num_classes: int, mode: LayerMode):
     x = conv(FLOAT, 16, 3, name="stem_conv")(inputs)  # first conv: full precision
     x = batch_norm(name="stem_bn")(x)
     x = activation(mode, name="stem_relu")(x)
@@ -67,7 +83,13 @@ def _resnet20_body(inputs, num_classes: int, mode: str):
 
 
 def resnet20(
-    input_shape: Sequence[int], num_classes: int, mode: str = "float", **lns_kwargs: Any
+    input_shape: Sequence[int],
+    num_classes: int,
+    mode: str = "float",
+    *,
+    weight_bits: int | None = None,
+    activation_bits: int | None = None,
+    **lns_kwargs: Any,
 ) -> keras.Model:
     """ResNet-20 for CIFAR-10 (He et al., 2016), full precision, baseline BNN or LNS.
 
@@ -75,8 +97,13 @@ def resnet20(
         input_shape: `(height, width, channels)`, e.g. `(32, 32, 3)` for CIFAR-10 or
             `(28, 28, 1)` for Fashion-MNIST.
         num_classes: Number of classes.
-        mode: `"float"`, `"bnn"` (the paper's baseline) or `"lns"` (see
-            [`apps.models.modes`][apps.models.modes]).
+        mode: `"float"`, `"bnn"` (the LNS paper's baseline), `"lns"`, `"slb"` or
+            `"dorefa"` (the STE k-bit baseline of SLB); see
+            [`apps.models.modes`][apps.models.modes].
+        weight_bits: With `"slb"` (1, 2 or 4) and `"dorefa"` (1 to 8): bits of a weight
+            of the quantized layers; default 1.
+        activation_bits: With `"slb"` and `"dorefa"`: bits of their inputs, 1 to 8 or 32
+            (full precision); default 1.
         **lns_kwargs: With `mode="lns"`, passed to
             [`to_lns`][lns_keras.convert.to_lns] (`alpha`, `rho`, ...).
 
@@ -84,32 +111,42 @@ def resnet20(
         An uncompiled model with softmax outputs.
 
     Raises:
-        ValueError: For an unknown `mode`, a bad `input_shape` or `num_classes`, or LNS
-            arguments without `mode="lns"`.
+        ValueError: For an unknown `mode`, bit widths the mode does not take, a bad
+            `input_shape` or `num_classes`, or LNS arguments without `mode="lns"`.
 
     Example:
         ```python
         baseline = resnet20((32, 32, 3), 10, mode="bnn")
+        slb = resnet20((32, 32, 3), 10, mode="slb", weight_bits=2, activation_bits=2)
         ```
     """
-    return build_model(_resnet20_body, "resnet20", input_shape, num_classes, mode, lns_kwargs)
+    return build_model(
+        _resnet20_body,
+        "resnet20",
+        input_shape,
+        num_classes,
+        mode,
+        lns_kwargs,
+        weight_bits,
+        activation_bits,
+    )
 
 
-def _bireal_unit(x, mode: str, filters: int, strides: int, name: str):
+def _bireal_unit(x, mode: LayerMode, filters: int, strides: int, name: str):
     """One 3×3 conv with its own shortcut: `x + act(bn(conv(x)))` (Bi-Real Net)."""
     shortcut = x
     if strides != 1 or x.shape[-1] != filters:
         shortcut = _downsample_shortcut(x, filters, strides, f"{name}_shortcut", pool=True)
     y = conv(mode, filters, 3, strides=strides, name=f"{name}_conv")(x)
     y = batch_norm(name=f"{name}_bn")(y)
-    if mode == BNN:  # the paper's baseline: PReLU after every binary conv (§4.3)
+    if mode.quantized:  # the paper's baseline: PReLU after every binary conv (§4.3)
         y = keras.layers.PReLU(shared_axes=[1, 2], name=f"{name}_prelu")(y)
     else:
         y = keras.layers.ReLU(name=f"{name}_relu")(y)
     return keras.layers.Add(name=f"{name}_add")([y, shortcut])
 
 
-def _resnet18_bireal_body(inputs, num_classes: int, mode: str):
+def _resnet18_bireal_body(inputs, num_classes: int, mode: LayerMode):
     x = conv(FLOAT, 64, 7, strides=2, name="stem_conv")(inputs)  # first conv: full precision
     x = batch_norm(name="stem_bn")(x)
     x = activation(mode, name="stem_relu")(x)
@@ -125,7 +162,13 @@ def _resnet18_bireal_body(inputs, num_classes: int, mode: str):
 
 
 def resnet18_bireal(
-    input_shape: Sequence[int], num_classes: int, mode: str = "float", **lns_kwargs: Any
+    input_shape: Sequence[int],
+    num_classes: int,
+    mode: str = "float",
+    *,
+    weight_bits: int | None = None,
+    activation_bits: int | None = None,
+    **lns_kwargs: Any,
 ) -> keras.Model:
     """ResNet-18 in Bi-Real Net's form with PReLU, the LNS paper's ImageNet baseline.
 
@@ -136,8 +179,13 @@ def resnet18_bireal(
     Args:
         input_shape: `(height, width, channels)`, `(224, 224, 3)` for ImageNet.
         num_classes: Number of classes.
-        mode: `"float"`, `"bnn"` (the paper's baseline) or `"lns"` (see
-            [`apps.models.modes`][apps.models.modes]).
+        mode: `"float"`, `"bnn"` (the LNS paper's baseline), `"lns"`, `"slb"` or
+            `"dorefa"` (the STE k-bit baseline of SLB); see
+            [`apps.models.modes`][apps.models.modes].
+        weight_bits: With `"slb"` (1, 2 or 4) and `"dorefa"` (1 to 8): bits of a weight
+            of the quantized layers; default 1.
+        activation_bits: With `"slb"` and `"dorefa"`: bits of their inputs, 1 to 8 or 32
+            (full precision); default 1.
         **lns_kwargs: With `mode="lns"`, passed to
             [`to_lns`][lns_keras.convert.to_lns] (`alpha`, `rho`, ...).
 
@@ -145,14 +193,22 @@ def resnet18_bireal(
         An uncompiled model with softmax outputs.
 
     Raises:
-        ValueError: For an unknown `mode`, a bad `input_shape` or `num_classes`, or LNS
-            arguments without `mode="lns"`.
+        ValueError: For an unknown `mode`, bit widths the mode does not take, a bad
+            `input_shape` or `num_classes`, or LNS arguments without `mode="lns"`.
 
     Example:
         ```python
         baseline = resnet18_bireal((224, 224, 3), 1000, mode="bnn")
+        slb = resnet18_bireal((224, 224, 3), 1000, mode="slb", activation_bits=2)
         ```
     """
     return build_model(
-        _resnet18_bireal_body, "resnet18_bireal", input_shape, num_classes, mode, lns_kwargs
+        _resnet18_bireal_body,
+        "resnet18_bireal",
+        input_shape,
+        num_classes,
+        mode,
+        lns_kwargs,
+        weight_bits,
+        activation_bits,
     )
