@@ -1001,14 +1001,14 @@ class _Run:
         if (done := self._done(stage_dir)) is not None:
             self._header(f"slb: finished earlier, results read from {stage_dir}")
             return done
-        bits = f"W{config.weight_bits}/A{config.activation_bits}"
         first, last = lns_keras.slb.schedule_window(
             max(config.epochs, 1), config.temperature_start, config.temperature_end
         )
         self._training_header(
             stage_dir,
-            f"slb: search {bits} weights, temperature x{config.temperature_factor:g} per "
-            f"epoch after epoch {first}, hard from epoch {last}",
+            f"slb: search {config.weight_bits}-bit weights (W{config.weight_bits}/"
+            f"A{config.activation_bits}), temperature x{config.temperature_factor:g} per epoch "
+            f"after epoch {first}, hard kernels from epoch {last}",
             config.epochs,
         )
         schedule = SLBTemperatureScheduler(

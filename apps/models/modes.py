@@ -48,6 +48,7 @@ arguments, turns them into a [`LayerMode`][apps.models.modes.LayerMode] with
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -121,18 +122,15 @@ LNS_DEFAULTS: dict[str, dict[str, Any]] = {"alexnet": {"include_dense": False}}
 Body = Callable[[keras.KerasTensor, int, LayerMode], keras.KerasTensor]
 
 
-def _bits_error(name: str, value, mode: str, accepted) -> ValueError:
-    return ValueError(f"`{name}` must be {accepted} with mode={mode!r}, got {name}={value!r}.")
+def _check_bits(name: str, value, mode: str, accepted: tuple) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in accepted:
+        shown = str(accepted[0]) if len(accepted) == 1 else f"one of {accepted}"
+        raise ValueError(f"`{name}` must be {shown} with mode={mode!r}, got {name}={value!r}.")
 
 
-def _check_bits(name: str, value, mode: str, accepted: tuple) -> int:
-    if isinstance(value, bool) or value not in accepted:
-        shown = "32" if accepted == (FULL_PRECISION,) else f"one of {accepted}"
-        raise _bits_error(name, value, mode, shown)
-    return value
-
-
-def layer_mode(mode: str, weight_bits: int | None = None, activation_bits: int | None = None):
+def layer_mode(
+    mode: str, weight_bits: int | None = None, activation_bits: int | None = None
+) -> LayerMode:
     """The [`LayerMode`][apps.models.modes.LayerMode] of a builder's `mode` and bit widths.
 
     Args:
