@@ -8,6 +8,7 @@ layer = lns_keras.LNSQuantConv2D(64, 3, padding="same", alpha=1.0, rho=0.005)
 """
 
 from lns_keras import (
+    activations,
     callbacks,
     compat,
     constraints,
@@ -57,6 +58,7 @@ __all__ = [
     "QuantSeparableConv2D",
     "SLBQuantConv2D",
     "SLBQuantDense",
+    "activations",
     "callbacks",
     "compat",
     "constraints",

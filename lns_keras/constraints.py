@@ -3,6 +3,20 @@
 `WeightClip` keeps latent weights inside `[-clip_value, clip_value]`, where the
 straight-through estimator still passes gradients (Courbariaux et al., 2016). Use it by
 name: `QuantConv2D(..., kernel_constraint="weight_clip")`.
+
+Plain Keras layers take the name too, as they did under larq and tf.keras 2:
+
+```python
+keras.layers.Dense(3, kernel_constraint="weight_clip")  # once lns_keras is imported
+```
+
+Keras 3's `keras.constraints.get` resolves a string only from its own table of built-in
+constraints, which neither `register_keras_serializable` nor `custom_object_scope`
+reaches (a registered name such as `"lns_keras>WeightClip"` does not work as a string
+either); importing lns_keras adds `"weight_clip"` and `"WeightClip"` to that table. The
+object form `kernel_constraint=lns_keras.constraints.WeightClip()` needs nothing. Either
+way a saved model stores the constraint as `"lns_keras>WeightClip"` and loads with
+`safe_mode=True`.
 """
 
 from __future__ import annotations
@@ -11,6 +25,8 @@ from typing import Any
 
 import keras
 from keras import ops
+
+from lns_keras._keras_names import add_builtin_name
 
 __all__ = ["WeightClip", "get"]
 
@@ -45,6 +61,8 @@ class WeightClip(keras.constraints.Constraint):
 
 
 _ALIASES = {"weight_clip": WeightClip}
+for _name, _cls in {**_ALIASES, "WeightClip": WeightClip}.items():
+    add_builtin_name("constraints", _name, _cls)
 
 
 def get(identifier: Any) -> keras.constraints.Constraint | None:

@@ -3,7 +3,8 @@ r"""Metrics of binary training (larq's `larq.metrics`): the per-step flip ratio.
 A flip ratio needs a layer's binary kernel, not the `y_true` and `y_pred` that Keras
 hands to the metrics of `model.compile`. So `FlipRatio` is updated with the tensor to
 watch, by the layer that owns it, and Keras reports it like any metric a layer holds
-(as `flip_ratio/<layer>` in the logs of `fit`). The epoch-level flip rate of the LNS
+(as `flip_ratio/<layer>` in the logs of `fit`); the quantized layers do it when asked
+(`metrics=["flip_ratio"]`, or `lns_keras.context.metrics_scope(["flip_ratio"])`). The epoch-level flip rate of the LNS
 paper (Fig. 3c) is the callback [`FlipRate`][lns_keras.callbacks.FlipRate].
 """
 
@@ -32,20 +33,32 @@ class FlipRatio(keras.metrics.Metric):
     only records the values (it has nothing to compare with); `reset_state()` keeps the
     last values, as larq's does, so Keras's reset at each epoch's start drops one step.
 
-    A layer owns the metric and updates it with its binary kernel at each training
-    step; Keras then logs its result:
+    lns_keras's quantized layers own and update it themselves, larq's way: pass
+    `metrics=["flip_ratio"]` to the layer or to its kernel quantizer, or create the layer
+    inside `lns_keras.context.metrics_scope(["flip_ratio"])`; `fit` then logs
+    `flip_ratio/<layer name>`:
 
     ```python
-    class TrackedQuantDense(lns_keras.QuantDense):
+    layer = lns_keras.QuantDense(
+        64, kernel_quantizer="ste_sign", kernel_constraint="weight_clip",
+        metrics=["flip_ratio"],
+    )
+    ```
+
+    A layer of your own does what they do: build the metric in `build` (variables cannot
+    be created inside a compiled step) and update it in training calls:
+
+    ```python
+    class Tracked(keras.layers.Layer):
         def build(self, input_shape):
-            super().build(input_shape)
+            ...  # create self.kernel
             self.flip_ratio = lns_keras.metrics.FlipRatio(name=f"flip_ratio/{self.name}")
             self.flip_ratio.build(self.kernel.shape)
 
         def call(self, inputs, training=None):
             if training:
-                self.flip_ratio.update_state(self.binary_kernel())
-            return super().call(inputs, training=training)
+                self.flip_ratio.update_state(keras.ops.sign(self.kernel))
+            ...
     ```
 
     Tested with the TensorFlow backend, compiled or not. Under JAX, Keras does not carry

@@ -14,7 +14,6 @@ model = keras.Sequential([
     keras.layers.BatchNormalization(),
     keras.layers.Dense(10),
 ])
-lns_keras.optimizers.mark_precisions(model)  # which variables are 1-bit: see below
 model.compile(
     optimizer=lns_keras.optimizers.CaseOptimizer(
         (lns_keras.optimizers.Bop.is_binary_variable, lns_keras.optimizers.Bop()),
@@ -27,13 +26,15 @@ model.compile(
 **Which variables are binary.** In larq a quantized layer wraps its kernel in a
 `QuantizedVariable` that carries the kernel quantizer's `precision`, and
 `Bop.is_binary_variable` reads it. Keras 3 variables carry nothing of the kind, so
-[`mark_precisions`][lns_keras.optimizers.mark_precisions] writes that attribute
-(`variable.precision`) on every latent weight a quantizer reads, for a given model; call
-it after building the model and before its first `fit`. A `CaseOptimizer` remembers which
+lns_keras's quantized layers write that attribute (`variable.precision`) on each latent
+weight a quantizer reads when they are built (a `.keras` model loaded back too);
+[`mark_precisions`][lns_keras.optimizers.mark_precisions] does the same for a whole model,
+for a quantizer swapped after building, or for layers of your own that keep larq's
+attribute names (`kernel` and `kernel_quantizer`, ...). A `CaseOptimizer` remembers which
 optimizer trains which variable in its config, so a model saved after training loads
 back (`keras.models.load_model`, `safe_mode=True`) with the same routing and optimizer
 state, without marking again. A model saved before its first training step has no
-routing yet: load it with `compile=False`, mark it, and compile it again.
+routing yet: load it with `compile=False` and compile it again.
 """
 
 from __future__ import annotations
@@ -55,12 +56,15 @@ __all__ = ["Bop", "CaseOptimizer", "is_binary_variable", "mark_precisions"]
 def mark_precisions(model) -> dict[str, int]:
     """Write each quantized latent weight's precision on the variable, as larq did.
 
-    Every variable that a quantizer reads directly (a quantized layer's `kernel`, found
-    as in [`quantized_kernels`][lns_keras.context.quantized_kernels]) gets the attribute
-    `precision`, the quantizer's `precision` (1 for `ste_sign` and the other binary
-    quantizers, 2 for `ste_tern`, `k_bit` for `DoReFa`; `NoOp(precision=1)` marks a
-    full-precision kernel as binary, larq's way to train it with Bop). Quantizers without
-    a precision (plain functions) mark nothing. An LNS layer's kernel is not marked: its
+    lns_keras's quantized layers already do this for their own kernels when built; call
+    it after swapping a quantizer on a built layer, or for layers of your own that keep
+    larq's attribute names. Every variable that a quantizer reads directly (a quantized
+    layer's `kernel`, found as in [`quantized_kernels`][lns_keras.context.quantized_kernels])
+    gets the attribute `precision`, the quantizer's `precision` (1 for `ste_sign` and the
+    other binary quantizers, functions included, 2 for `ste_tern`, `k_bit` for `DoReFa`;
+    `NoOp(precision=1)` marks a full-precision kernel as binary, larq's way to train it
+    with Bop). A quantizer without a precision (a function of your own without a
+    `precision` attribute) marks nothing. An LNS layer's kernel is not marked: its
     quantizer reads the mapping's output $\\hat Q$, not the kernel.
 
     Args:

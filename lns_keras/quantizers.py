@@ -33,6 +33,13 @@ def my_quantizer(x):
 layer = lns_keras.QuantDense(10, kernel_quantizer="MyPackage>my_quantizer")
 ```
 
+Each quantizer says how many bits its output has in `precision` (1 for the binary ones,
+2 for `ste_tern`, `k_bit` for `DoReFa`), which [`model_stats`][lns_keras.model_stats],
+`Bop` and the flip-rate tools read. Beyond larq, the functions carry it too
+(`ste_sign.precision == 1`), so `kernel_quantizer=lns_keras.quantizers.ste_sign` counts
+as binary as `"ste_sign"` does; a function of your own says its precision the same way
+(`my_quantizer.precision = 1`).
+
 The forward pass of every quantizer is only the quantization (for binary quantizers
 `sign`), with the pseudo-gradient attached by `keras.ops.custom_gradient`. An exported
 graph therefore holds a bare `sign`, which larq-compute-engine fuses into a 1-bit
@@ -53,8 +60,10 @@ from keras import ops
 __all__ = [
     "ApproxSign",
     "DoReFa",
+    "DoReFaQuantizer",
     "MagnitudeAwareSign",
     "NoOp",
+    "NoOpQuantizer",
     "Quantizer",
     "SteHeaviside",
     "SteSign",
@@ -63,6 +72,7 @@ __all__ = [
     "approx_sign",
     "deserialize",
     "get",
+    "get_kernel_quantizer",
     "serialize",
     "sign",
     "ste_heaviside",
@@ -298,19 +308,54 @@ def ste_heaviside(x, clip_value: float | None = 1.0):
     return _call(_as_tensor(x))
 
 
+# The bits of each function's output, as its class says (larq 0.14's functions carry
+# none; lns_keras's tools read it, see the module docstring).
+sign.precision = 1
+heaviside.precision = 1
+ste_sign.precision = 1
+approx_sign.precision = 1
+swish_sign.precision = 1
+ste_tern.precision = 2
+ste_heaviside.precision = 1
+
+_TRAINING_METRICS = ("flip_ratio",)
+
+
+def _check_metrics(metrics) -> list[str] | None:
+    if metrics is None:
+        return None
+    if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
+        raise ValueError(
+            f"`metrics` must be a list of metric names or None, got metrics={metrics!r}."
+        )
+    unknown = [m for m in metrics if m not in _TRAINING_METRICS]
+    if unknown:
+        raise ValueError(
+            f"Unknown training metric(s) {unknown} in metrics={list(metrics)!r}; "
+            f"available: {list(_TRAINING_METRICS)}."
+        )
+    return list(metrics)
+
+
 @keras.saving.register_keras_serializable(package="lns_keras")
 class Quantizer(keras.layers.Layer):
     """Base class of quantizers.
 
-    Subclasses implement `call`; the base class only holds `precision`.
+    Subclasses implement `call`; the base class holds `precision` and larq's `metrics`.
 
-    Keyword Args:
+    Args:
+        metrics: Training metrics of the weight this quantizer reads, larq's argument:
+            `["flip_ratio"]` makes the quantized layer that uses it as a weight quantizer
+            track the weight's [`FlipRatio`][lns_keras.metrics.FlipRatio]; `None` (default):
+            those of the `context.metrics_scope` the layer is built in.
         **kwargs: The keyword arguments of `keras.layers.Layer` (`name`, `dtype`,
-            `trainable`, ...); this class has no `__init__` of its own.
+            `trainable`, ...).
 
     Raises:
-        ValueError: From Keras, for a keyword argument `keras.layers.Layer` does not take,
-            or when called on something that is not a tensor or an array (e.g. a list).
+        ValueError: If `metrics` names an unknown training metric (only `"flip_ratio"`
+            exists); from Keras, for a keyword argument `keras.layers.Layer` does not
+            take, or when called on something that is not a tensor or an array (e.g. a
+            list).
         NotImplementedError: From Keras, when the base class itself is called.
 
     Attributes:
@@ -326,8 +371,46 @@ class Quantizer(keras.layers.Layer):
 
     precision: int | None = None
 
+    def __init__(self, *args, metrics: list[str] | None = None, **kwargs):
+        # larq's attribute name, read by `get_kernel_quantizer` and the quantized layers.
+        self._custom_metrics = _check_metrics(metrics)
+        super().__init__(*args, **kwargs)
+        # Without a `build` of its own a quantizer has nothing to build: built from the
+        # start, as Keras's stateless layers are, so that Keras's `Model.quantize` reaches
+        # `quantize` below instead of failing on an unbuilt layer.
+        if type(self).build is keras.layers.Layer.build:
+            self.built = True
+
+    def quantize(self, mode=None, type_check=True, config=None) -> None:
+        """Refuse Keras's post-training quantization: a quantizer has no int8 form.
+
+        `keras.Model.quantize` calls this on every leaf layer and shows the error as a
+        warning; the quantized layer that uses this quantizer is left as it is (see
+        `QuantDense.quantize`).
+
+        Args:
+            mode: Keras's quantization mode (`"int8"`, ...).
+            type_check: Keras's argument, unused.
+            config: Keras's argument, unused.
+
+        Raises:
+            NotImplementedError: Always.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} {self.name!r} quantizes the inputs or weights of an "
+            f"lns_keras layer itself: Keras's quantize({mode!r}) leaves that layer as it is. "
+            "Only full-precision lns_keras layers (QuantDense without quantizers) take "
+            "part; a binary layer is exported with lns_keras.export instead."
+        )
+
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        if self._custom_metrics:
+            config["metrics"] = list(self._custom_metrics)
+        return config
 
 
 class _ClippedQuantizer(Quantizer):
@@ -638,7 +721,8 @@ class DoReFa(Quantizer):
         **kwargs: Passed to `keras.layers.Layer`.
 
     Raises:
-        ValueError: If `k_bit` is not an integer ≥ 1 or `mode` is not one of the two.
+        ValueError: If `k_bit` is not an integer ≥ 1 or `mode` is not one of the two
+            (also when called after `mode` was changed to another value, as in larq).
         ValueError: From Keras, for a keyword argument `keras.layers.Layer` does not take,
             or when called on something that is not a tensor or an array (e.g. a list).
 
@@ -671,8 +755,10 @@ class DoReFa(Quantizer):
     def call(self, inputs):
         if self.mode == "activations":
             inputs = ops.clip(inputs, 0.0, 1.0)
-        else:
+        elif self.mode == "weights":
             inputs = self._weight_preprocess(inputs)
+        else:  # changed after construction
+            raise ValueError(f"`mode` must be 'activations' or 'weights', got mode={self.mode!r}.")
         n = 2**self.precision - 1
 
         @ops.custom_gradient
@@ -691,9 +777,17 @@ class DoReFa(Quantizer):
         return {**super().get_config(), "k_bit": self.precision, "mode": self.mode}
 
 
+# larq's names from before 0.10, kept by larq 0.14 for backward compatibility: the same
+# classes, also resolved by name (`get("DoReFaQuantizer")`, a config's class name).
+NoOpQuantizer = NoOp
+DoReFaQuantizer = DoReFa
+_LEGACY_NAMES = {"NoOpQuantizer": NoOp, "DoReFaQuantizer": DoReFa}
+
+
 def _builtin_names() -> dict[str, type]:
-    """Our aliases (`"ste_sign"`) and class names (`"SteSign"`), each naming its class."""
-    return {**{cls.__name__: cls for cls in _ALIASES.values()}, **_ALIASES}
+    """Our aliases (`"ste_sign"`), class names (`"SteSign"`) and larq's legacy class names
+    (`"DoReFaQuantizer"`), each naming its class."""
+    return {**_LEGACY_NAMES, **{cls.__name__: cls for cls in _ALIASES.values()}, **_ALIASES}
 
 
 def _unknown_name(name: str) -> ValueError:
@@ -814,7 +908,7 @@ def deserialize(
         )
     # Our bare class names also resolve a config without a registered name, the form
     # larq and tf.keras wrote: {"class_name": "SteSign", "config": {...}}.
-    class_names = {cls.__name__: cls for cls in _ALIASES.values()}
+    class_names = {**_LEGACY_NAMES, **{cls.__name__: cls for cls in _ALIASES.values()}}
     return keras.saving.deserialize_keras_object(
         config, custom_objects={**class_names, **(custom_objects or {})}
     )
@@ -864,3 +958,38 @@ def get(identifier: Any) -> Quantizer | Callable | None:
         f"Could not interpret quantizer identifier={identifier!r}: expected a quantizer name, "
         "a config produced by `quantizers.serialize`, a quantizer object, a function, or None."
     )
+
+
+def get_kernel_quantizer(identifier: Any) -> Quantizer | Callable | None:
+    """Resolve a weight quantizer as [`get`][lns_keras.quantizers.get] does, and give it the
+    training metrics in scope (larq's `get_kernel_quantizer`).
+
+    A [`Quantizer`][lns_keras.quantizers.Quantizer] given without `metrics` takes those
+    of the enclosing [`metrics_scope`][lns_keras.context.metrics_scope] (a copy); a
+    function or a quantizer with its own `metrics` is returned as it is. The quantized
+    layers resolve their weight quantizers with it; their input quantizers with `get`.
+
+    Args:
+        identifier: Anything [`get`][lns_keras.quantizers.get] takes.
+
+    Returns:
+        The quantizer, a function, or `None`.
+
+    Raises:
+        ValueError: If `identifier` is an unknown name or is not one of what `get`
+            takes.
+        TypeError: As `get`, for a name of a class that needs constructor arguments.
+
+    Example:
+        ```python
+        with lns_keras.context.metrics_scope(["flip_ratio"]):
+            q = lns_keras.quantizers.get_kernel_quantizer("ste_sign")
+        q._custom_metrics  # ["flip_ratio"]
+        ```
+    """
+    from lns_keras import context
+
+    quantizer = get(identifier)
+    if isinstance(quantizer, Quantizer) and not quantizer._custom_metrics:
+        quantizer._custom_metrics = sorted(context.get_training_metrics())
+    return quantizer

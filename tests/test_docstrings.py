@@ -16,9 +16,11 @@ import pytest
 MODULES = [
     "lns_keras",
     "lns_keras.quantizers",
+    "lns_keras.activations",
     "lns_keras.constraints",
     "lns_keras.layers",
     "lns_keras.layers.quantized",
+    "lns_keras.layers.zoo",
     "lns_keras.layers.lns",
     "lns_keras.layers.slb",
     "lns_keras.kbit",
@@ -31,6 +33,7 @@ MODULES = [
     "lns_keras.metrics",
     "lns_keras.context",
     "lns_keras.summary",
+    "lns_keras.models",
     "lns_keras.export",
 ]
 
@@ -40,7 +43,7 @@ DOCUMENTED_MODULES = [m for m in MODULES if m not in ("lns_keras", "lns_keras.la
 
 LAYER_METHODS = {
     "QuantConv2D": ["quantized_kernel", "binary_kernel"],
-    "QuantDense": ["quantized_kernel", "binary_kernel"],
+    "QuantDense": ["quantized_kernel", "binary_kernel", "quantize"],
     "LNSQuantConv2D": [
         "quantized_kernel",
         "binary_kernel",

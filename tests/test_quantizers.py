@@ -17,10 +17,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lns_keras import constraints, quantizers
+import lns_keras
+from lns_keras import activations, constraints, quantizers
 
-# A quantizer spec is `{"alias": name}` (resolved by name on both sides) or
-# `{"class": name, "kwargs": {...}}` (constructed from the class of the same name).
+# A quantizer spec is `{"alias": name}` (resolved by name on both sides),
+# `{"class": name, "kwargs": {...}}` (constructed from the class of the same name), or
+# `{"function": name, "module": "quantizers" or "activations", "kwargs": {...}}` (the
+# function of that name in `larq.<module>` and `lns_keras.<module>`, called with kwargs).
 # Every registered alias of larq's quantizers (those this module defines) is an oracle
 # case, so a new quantizer is tested the day it is registered; the extra cases exercise
 # non-default arguments. Aliases beyond larq (`lns_keras.kbit`: "pact", "ste_uniform")
@@ -30,6 +33,9 @@ _MATRIX_SHAPE = (6, 10)
 LARQ_ALIASES = sorted(
     alias for alias, cls in quantizers._ALIASES.items() if cls.__module__ == quantizers.__name__
 )
+
+# larq's quantizer functions; each has a `precision` in lns_keras (not in larq).
+_FUNCTIONS = ("ste_sign", "approx_sign", "swish_sign", "ste_tern", "ste_heaviside")
 
 ORACLE_CASES = {
     **{alias: ({"alias": alias}, _MATRIX_SHAPE) for alias in LARQ_ALIASES},
@@ -62,6 +68,48 @@ ORACLE_CASES = {
         _KERNEL_SHAPE,
     ),
     "NoOp(precision=1)": ({"class": "NoOp", "kwargs": {"precision": 1}}, _MATRIX_SHAPE),
+    # larq's legacy class names
+    "DoReFaQuantizer(k_bit=3)": (
+        {"class": "DoReFaQuantizer", "kwargs": {"k_bit": 3}},
+        _MATRIX_SHAPE,
+    ),
+    "NoOpQuantizer(precision=2)": (
+        {"class": "NoOpQuantizer", "kwargs": {"precision": 2}},
+        _MATRIX_SHAPE,
+    ),
+    # the functions, passed as quantizers
+    **{
+        f"function {name}": (
+            {"function": name, "module": "quantizers", "kwargs": {}},
+            _MATRIX_SHAPE,
+        )
+        for name in _FUNCTIONS
+    },
+    "function ste_sign(clip_value=0.5)": (
+        {"function": "ste_sign", "module": "quantizers", "kwargs": {"clip_value": 0.5}},
+        _MATRIX_SHAPE,
+    ),
+    "function ste_tern(ternary_weight_networks=True)": (
+        {
+            "function": "ste_tern",
+            "module": "quantizers",
+            "kwargs": {"ternary_weight_networks": True},
+        },
+        _KERNEL_SHAPE,
+    ),
+    # larq's activations
+    "activation leaky_tanh": (
+        {"function": "leaky_tanh", "module": "activations", "kwargs": {}},
+        _MATRIX_SHAPE,
+    ),
+    "activation leaky_tanh(alpha=0.5)": (
+        {"function": "leaky_tanh", "module": "activations", "kwargs": {"alpha": 0.5}},
+        _MATRIX_SHAPE,
+    ),
+    "activation hard_tanh": (
+        {"function": "hard_tanh", "module": "activations", "kwargs": {}},
+        _MATRIX_SHAPE,
+    ),
 }
 
 # Values that sit on the edges of the quantizers: zero, the clip bounds, the default
@@ -92,7 +140,10 @@ def _larq_script() -> str:
         data = np.load(f"{folder}/inputs.npz")
         results = {}
         for i, (name, spec) in enumerate(specs.items()):
-            if spec.get("alias") == "noop":
+            if "function" in spec:
+                function = getattr(getattr(lq, spec["module"]), spec["function"])
+                quantizer = lambda x, f=function, kw=spec["kwargs"]: f(x, **kw)  # noqa: E731
+            elif spec.get("alias") == "noop":
                 quantizer = lq.quantizers.NoOp(precision=None)  # larq's NoOp has no default
             elif "alias" in spec:
                 quantizer = lq.quantizers.get(spec["alias"])
@@ -140,6 +191,10 @@ def larq_results(tmp_path_factory) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def _build(spec: dict):
+    if "function" in spec:
+        module = {"quantizers": quantizers, "activations": activations}[spec["module"]]
+        function = getattr(module, spec["function"])
+        return lambda x: function(x, **spec["kwargs"])
     if "alias" in spec:
         return quantizers.get(spec["alias"])
     return getattr(quantizers, spec["class"])(**spec["kwargs"])
@@ -291,3 +346,82 @@ def test_forward_graph_is_a_bare_sign():
     assert not {"Sub", "Identity"} & {
         t.op.type for op in graph.get_operations() if op.type == "Sign" for t in op.inputs
     }
+
+
+def test_dorefa_mode_changed_after_construction_is_refused():
+    """larq raises in `call`; lns_keras used to run the weights path silently."""
+    quantizer = quantizers.DoReFa(k_bit=2, mode="activations")
+    quantizer.mode = "weight"  # a typo, after construction
+    with pytest.raises(ValueError, match="mode='weight'"):
+        quantizer(tf.constant([0.2, 0.7]))
+
+
+def test_legacy_names():
+    assert quantizers.NoOpQuantizer is quantizers.NoOp
+    assert quantizers.DoReFaQuantizer is quantizers.DoReFa
+    assert type(quantizers.get("DoReFaQuantizer")) is quantizers.DoReFa
+    restored = quantizers.get({"class_name": "DoReFaQuantizer", "config": {"k_bit": 3}})
+    assert type(restored) is quantizers.DoReFa and restored.precision == 3
+
+
+@pytest.mark.parametrize(
+    "function, cls",
+    [
+        (quantizers.ste_sign, quantizers.SteSign),
+        (quantizers.approx_sign, quantizers.ApproxSign),
+        (quantizers.swish_sign, quantizers.SwishSign),
+        (quantizers.ste_heaviside, quantizers.SteHeaviside),
+        (quantizers.ste_tern, quantizers.SteTern),
+    ],
+)
+def test_functions_have_their_classes_precision(function, cls):
+    assert function.precision == cls.precision
+    assert quantizers.sign.precision == 1
+
+
+def test_function_quantizer_counts_as_binary():
+    """`model_stats`, `convert.is_binary_layer` and Bop see a function as its class."""
+    layer = lns_keras.QuantDense(
+        4,
+        input_quantizer=quantizers.ste_sign,
+        kernel_quantizer=quantizers.ste_sign,
+        kernel_constraint="weight_clip",
+    )
+    model = keras.Sequential([keras.Input((8,)), layer])
+    stats = lns_keras.model_stats(model)
+    assert stats.params_1bit == 32 and stats.binary_macs == 32
+    assert lns_keras.convert.is_binary_layer(layer)
+    assert lns_keras.optimizers.Bop.is_binary_variable(layer.kernel)
+
+
+def test_quantizer_metrics_argument():
+    quantizer = quantizers.SteSign(metrics=["flip_ratio"])
+    assert quantizer._custom_metrics == ["flip_ratio"]
+    restored = quantizers.get(quantizers.serialize(quantizer))
+    assert restored._custom_metrics == ["flip_ratio"]
+    # Without metrics the config is unchanged (no "metrics" key).
+    assert "metrics" not in quantizers.SteSign().get_config()
+    with pytest.raises(ValueError, match="flip_rate"):
+        quantizers.SteSign(metrics=["flip_rate"])
+    with pytest.raises(ValueError, match="`metrics`"):
+        quantizers.SteSign(metrics="flip_ratio")
+
+
+def test_get_kernel_quantizer_takes_the_metrics_in_scope():
+    """larq's `test_get_kernel_quantizer_assigns_metrics` and `..._accepts_function`."""
+    with lns_keras.context.metrics_scope(["flip_ratio"]):
+        ste_sign = quantizers.get_kernel_quantizer("ste_sign")
+        assert "flip_ratio" in lns_keras.context.get_training_metrics()
+    assert isinstance(ste_sign, quantizers.SteSign)
+    assert "flip_ratio" in ste_sign._custom_metrics
+    assert quantizers.get_kernel_quantizer("ste_sign")._custom_metrics == []
+
+    def custom_quantizer(x):
+        return x
+
+    assert quantizers.get_kernel_quantizer(custom_quantizer) is custom_quantizer
+    assert not hasattr(custom_quantizer, "_custom_metrics")
+    own = quantizers.SteSign(metrics=["flip_ratio"])
+    with lns_keras.context.metrics_scope([]):
+        assert quantizers.get_kernel_quantizer(own)._custom_metrics == ["flip_ratio"]
+    assert quantizers.get_kernel_quantizer(None) is None

@@ -29,7 +29,8 @@ from typing import Any
 import keras
 from keras import ops
 
-from lns_keras import constraints, quantizers
+from lns_keras import constraints, context, quantizers
+from lns_keras.metrics import FlipRatio
 
 __all__ = ["KERNEL_SCALES", "QuantConv2D", "QuantDense", "kernel_scale_factor"]
 
@@ -111,12 +112,15 @@ class _QuantizedMixin:
     _output_channel_axes: int | tuple = -1
     _kernel_scales = KERNEL_SCALES
 
-    def _init_quantization(self, input_quantizer, kernel_scale, **kernel_quantizers):
+    def _init_quantization(self, input_quantizer, kernel_scale, metrics=None, **kernel_quantizers):
         """Called at the end of `__init__`, once the Keras layer has set its constraints."""
         check_kernel_scale(kernel_scale, self._kernel_scales)
+        # Validated as a quantizer's `metrics` are; not `self.metrics`, Keras's own.
+        self._custom_metrics = quantizers._check_metrics(metrics)
         self.input_quantizer = quantizers.get(input_quantizer)
         for _, quantizer_name, constraint_name in self._quantized_weights:
-            quantizer = quantizers.get(kernel_quantizers[quantizer_name])
+            # larq's rule: a weight quantizer takes the training metrics in scope.
+            quantizer = quantizers.get_kernel_quantizer(kernel_quantizers[quantizer_name])
             setattr(self, quantizer_name, quantizer)
             if _starves_unconstrained(quantizer) and getattr(self, constraint_name) is None:
                 logger.warning(
@@ -130,6 +134,48 @@ class _QuantizedMixin:
                     constraint_name,
                 )
         self.kernel_scale = kernel_scale
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_quantization()
+
+    def _build_quantization(self) -> None:
+        """After the weights exist: tag their precisions, create the training metrics.
+
+        Each latent weight that a quantizer reads gets `variable.precision`, the
+        quantizer's (what larq's `QuantizedVariable` carried, and `Bop.is_binary_variable`
+        reads); an LNS layer's kernel is not tagged (its quantizer reads $\\hat Q$). Each
+        quantized weight whose layer or quantizer asks for `"flip_ratio"` gets a built
+        `FlipRatio` (variables cannot be created inside a compiled training step).
+        """
+        for layer, variable, quantizer, direct in context.quantized_kernels(self):
+            precision = getattr(quantizer, "precision", None)
+            if layer is self and direct and precision is not None:
+                variable.precision = precision
+        tracked = [
+            weight_name
+            for weight_name, quantizer_name, _ in self._quantized_weights
+            if getattr(self, quantizer_name) is not None
+            and "flip_ratio"
+            in (self._custom_metrics or []) + (_metrics_of(getattr(self, quantizer_name)) or [])
+        ]
+        flip_ratios = {}
+        for weight_name in tracked:
+            suffix = f"/{weight_name}" if len(self._quantized_weights) > 1 else ""
+            metric = FlipRatio(name=f"flip_ratio/{self.name}{suffix}")
+            metric.build(tuple(getattr(self, weight_name).shape))
+            flip_ratios[weight_name] = metric
+        self._flip_ratios = flip_ratios
+
+    def _update_training_metrics(self, kernels) -> None:
+        """Update each `FlipRatio` with its weight's quantized value (a training step)."""
+        flip_ratios = getattr(self, "_flip_ratios", None)
+        if not flip_ratios:
+            return
+        kernels = kernels if isinstance(kernels, tuple) else (kernels,)
+        for (weight_name, _, _), kernel in zip(self._quantized_weights, kernels, strict=True):
+            if weight_name in flip_ratios:
+                flip_ratios[weight_name].update_state(kernel)
 
     def quantized_kernel(self, training=None):
         """The kernel the layer multiplies with: `kernel_quantizer(W)` (or `W`).
@@ -180,7 +226,12 @@ class _QuantizedMixin:
                 name: quantizers.serialize(getattr(self, name))
                 for _, name, _ in self._quantized_weights
             },
-            "kernel_scale": self.kernel_scale,
+            # Keras's int8 `Dense` keeps its own `kernel_scale` (a variable) under this name;
+            # a layer it quantized had none of ours.
+            "kernel_scale": None
+            if isinstance(self.kernel_scale, keras.Variable)
+            else self.kernel_scale,
+            "metrics": self._custom_metrics,
         }
 
     def get_config(self):
@@ -198,7 +249,10 @@ class _QuantizedMixin:
     def call(self, inputs, training=None):
         if self.input_quantizer:
             inputs = self.input_quantizer(inputs)
-        outputs = self._apply_kernel(inputs, self.quantized_kernel(training))
+        kernels = self.quantized_kernel(training)
+        if training:
+            self._update_training_metrics(kernels)
+        outputs = self._apply_kernel(inputs, kernels)
         if self.kernel_scale is not None:
             outputs = outputs * self._per_output_channel(self._output_scale())
         if self.use_bias:
@@ -218,6 +272,11 @@ class _QuantizedMixin:
 
 def _quantize(quantizer, kernel):
     return quantizer(kernel) if quantizer else kernel
+
+
+def _metrics_of(quantizer) -> list[str] | None:
+    """The training metrics a quantizer carries (larq's `_custom_metrics`)."""
+    return getattr(quantizer, "_custom_metrics", None)
 
 
 def _check_pad_values(pad_values, padding: str) -> float:
@@ -317,6 +376,10 @@ class QuantConv2D(_PaddedConvMixin, keras.layers.Conv2D):
             without `kernel_constraint` logs a warning, as in larq.
         kernel_constraint: Constraint on the latent kernel, e.g. `"weight_clip"`.
         kernel_scale: `None` (larq's behaviour), `"layer"` or `"channel"`.
+        metrics: Training metrics of the quantized weights: `["flip_ratio"]` logs each
+            one's [`FlipRatio`][lns_keras.metrics.FlipRatio] during `fit`, as
+            `flip_ratio/<layer name>`; `None` (default): those the weight quantizers carry
+            (their `metrics`, or the `context.metrics_scope` the layer is created in).
         **kwargs: Every other argument of `keras.layers.Conv2D`.
 
     Raises:
@@ -346,6 +409,7 @@ class QuantConv2D(_PaddedConvMixin, keras.layers.Conv2D):
         kernel_quantizer=None,
         kernel_constraint=None,
         kernel_scale: str | None = None,
+        metrics: list[str] | None = None,
         **kwargs,
     ):
         super().__init__(
@@ -356,7 +420,9 @@ class QuantConv2D(_PaddedConvMixin, keras.layers.Conv2D):
             **kwargs,
         )
         self._init_pad_values(pad_values)
-        self._init_quantization(input_quantizer, kernel_scale, kernel_quantizer=kernel_quantizer)
+        self._init_quantization(
+            input_quantizer, kernel_scale, metrics, kernel_quantizer=kernel_quantizer
+        )
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
@@ -373,6 +439,10 @@ class QuantDense(_QuantizedMixin, keras.layers.Dense):
             without `kernel_constraint` logs a warning, as in larq.
         kernel_constraint: Constraint on the latent kernel, e.g. `"weight_clip"`.
         kernel_scale: `None` (larq's behaviour), `"layer"` or `"channel"`.
+        metrics: Training metrics of the quantized weights: `["flip_ratio"]` logs each
+            one's [`FlipRatio`][lns_keras.metrics.FlipRatio] during `fit`, as
+            `flip_ratio/<layer name>`; `None` (default): those the weight quantizers carry
+            (their `metrics`, or the `context.metrics_scope` the layer is created in).
         **kwargs: Every other argument of `keras.layers.Dense`.
 
     Raises:
@@ -398,12 +468,79 @@ class QuantDense(_QuantizedMixin, keras.layers.Dense):
         kernel_quantizer=None,
         kernel_constraint=None,
         kernel_scale: str | None = None,
+        metrics: list[str] | None = None,
         **kwargs,
     ):
         super().__init__(
             units, *args, kernel_constraint=constraints.get(kernel_constraint), **kwargs
         )
-        self._init_quantization(input_quantizer, kernel_scale, kernel_quantizer=kernel_quantizer)
+        self._init_quantization(
+            input_quantizer, kernel_scale, metrics, kernel_quantizer=kernel_quantizer
+        )
 
     def _apply_kernel(self, inputs, kernel):
         return ops.matmul(inputs, kernel)
+
+    def quantize(self, mode=None, type_check=True, config=None) -> None:
+        """Keras's post-training quantization (`model.quantize("int8")`), for a
+        full-precision `QuantDense` only.
+
+        A `QuantDense` without quantizers and without `kernel_scale` computes what
+        `keras.layers.Dense` computes, so it is quantized as Keras quantizes a `Dense`
+        (same modes, same arithmetic, saved and loaded the same way). A layer with an
+        input or kernel quantizer or a `kernel_scale` is refused: Keras's int8 product
+        would bypass its quantizers. `keras.Model.quantize` shows the refusal as a
+        warning and leaves the layer as it is (a layer whose quantizers are objects is
+        skipped by Keras, and each quantizer warns instead). Subclasses (the LNS and
+        SLB layers) are refused too.
+
+        Args:
+            mode: Keras's quantization mode (`"int8"`, `"int4"`, `"float8"`, ...).
+            type_check: Keras's argument: refuse subclasses (default `True`).
+            config: A `keras.quantizers.QuantizationConfig`, or `None`.
+
+        Raises:
+            NotImplementedError: For a layer with a quantizer or `kernel_scale`, or a
+                subclass of `QuantDense` with `type_check=True`.
+            ValueError: From Keras, for an unknown `mode`.
+
+        Example:
+            ```python
+            model = keras.Sequential([
+                keras.Input((784,)),
+                lns_keras.QuantDense(256, input_quantizer="ste_sign",
+                                     kernel_quantizer="ste_sign",
+                                     kernel_constraint="weight_clip"),
+                lns_keras.QuantDense(10),  # full precision: becomes int8
+            ])
+            model.quantize("int8")  # warns that the binary layer is left as it is
+            ```
+        """
+        quantizers_set = [
+            name
+            for name in ("input_quantizer", *(q for _, q, _ in self._quantized_weights))
+            if getattr(self, name) is not None
+        ]
+        if quantizers_set or self.kernel_scale is not None:
+            given = quantizers_set + (["kernel_scale"] if self.kernel_scale is not None else [])
+            raise NotImplementedError(
+                f"{type(self).__name__} {self.name!r} has {', '.join(given)}: Keras's "
+                f"quantize({mode!r}) would bypass them, so the layer is left as it is. "
+                "Only a full-precision QuantDense (no quantizers, no kernel_scale) takes "
+                "part; a binary layer is exported with lns_keras.export instead."
+            )
+        if type_check and type(self) is not QuantDense:
+            raise self._not_implemented_error(self.quantize)
+        keras.layers.Dense.quantize(self, mode, type_check=False, config=config)
+
+    # Once quantized, the variables are Keras's (an int8 kernel and its scale), saved and
+    # loaded as Keras's Dense does.
+    def save_own_variables(self, store):
+        if self.quantization_mode is not None:
+            return keras.layers.Dense.save_own_variables(self, store)
+        return super().save_own_variables(store)
+
+    def load_own_variables(self, store):
+        if self.quantization_mode is not None:
+            return keras.layers.Dense.load_own_variables(self, store)
+        return super().load_own_variables(store)

@@ -71,6 +71,7 @@ class _QuantConv(_PaddedConvMixin):
         kernel_quantizer=None,
         kernel_constraint=None,
         kernel_scale: str | None = None,
+        metrics: list[str] | None = None,
         **kwargs,
     ):
         super().__init__(
@@ -81,7 +82,9 @@ class _QuantConv(_PaddedConvMixin):
             **kwargs,
         )
         self._init_pad_values(pad_values)
-        self._init_quantization(input_quantizer, kernel_scale, kernel_quantizer=kernel_quantizer)
+        self._init_quantization(
+            input_quantizer, kernel_scale, metrics, kernel_quantizer=kernel_quantizer
+        )
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
@@ -102,6 +105,10 @@ class QuantConv1D(_QuantConv, keras.layers.Conv1D):
             `kernel_constraint` logs a warning.
         kernel_constraint: Constraint on the latent kernel, e.g. `"weight_clip"`.
         kernel_scale: `None` (larq's behaviour), `"layer"` or `"channel"`.
+        metrics: Training metrics of the quantized weights: `["flip_ratio"]` logs each
+            one's [`FlipRatio`][lns_keras.metrics.FlipRatio] during `fit`, as
+            `flip_ratio/<layer name>`; `None` (default): those the weight quantizers carry
+            (their `metrics`, or the `context.metrics_scope` the layer is created in).
         **kwargs: Every other argument of `keras.layers.Conv1D`.
 
     Raises:
@@ -139,6 +146,10 @@ class QuantConv3D(_QuantConv, keras.layers.Conv3D):
             `kernel_constraint` logs a warning.
         kernel_constraint: Constraint on the latent kernel, e.g. `"weight_clip"`.
         kernel_scale: `None` (larq's behaviour), `"layer"` or `"channel"`.
+        metrics: Training metrics of the quantized weights: `["flip_ratio"]` logs each
+            one's [`FlipRatio`][lns_keras.metrics.FlipRatio] during `fit`, as
+            `flip_ratio/<layer name>`; `None` (default): those the weight quantizers carry
+            (their `metrics`, or the `context.metrics_scope` the layer is created in).
         **kwargs: Every other argument of `keras.layers.Conv3D`.
 
     Raises:
@@ -182,6 +193,10 @@ class QuantDepthwiseConv2D(_PaddedConvMixin, keras.layers.DepthwiseConv2D):
         depthwise_constraint: Constraint on the latent kernel, e.g. `"weight_clip"`.
         kernel_scale: `None` (larq's behaviour), `"layer"` or `"channel"` (one mean per
             output channel $c m$).
+        metrics: Training metrics of the quantized weights: `["flip_ratio"]` logs each
+            one's [`FlipRatio`][lns_keras.metrics.FlipRatio] during `fit`, as
+            `flip_ratio/<layer name>`; `None` (default): those the weight quantizers carry
+            (their `metrics`, or the `context.metrics_scope` the layer is created in).
         **kwargs: Every other argument of `keras.layers.DepthwiseConv2D`.
 
     Raises:
@@ -214,6 +229,7 @@ class QuantDepthwiseConv2D(_PaddedConvMixin, keras.layers.DepthwiseConv2D):
         depthwise_quantizer=None,
         depthwise_constraint=None,
         kernel_scale: str | None = None,
+        metrics: list[str] | None = None,
         **kwargs,
     ):
         super().__init__(
@@ -224,7 +240,7 @@ class QuantDepthwiseConv2D(_PaddedConvMixin, keras.layers.DepthwiseConv2D):
         )
         self._init_pad_values(pad_values)
         self._init_quantization(
-            input_quantizer, kernel_scale, depthwise_quantizer=depthwise_quantizer
+            input_quantizer, kernel_scale, metrics, depthwise_quantizer=depthwise_quantizer
         )
 
     def _apply_kernel(self, inputs, kernel):
@@ -261,6 +277,7 @@ class _QuantSeparableConv(_PaddedConvMixin):
         depthwise_constraint=None,
         pointwise_constraint=None,
         kernel_scale: str | None = None,
+        metrics: list[str] | None = None,
         **kwargs,
     ):
         super().__init__(
@@ -275,6 +292,7 @@ class _QuantSeparableConv(_PaddedConvMixin):
         self._init_quantization(
             input_quantizer,
             kernel_scale,
+            metrics,
             depthwise_quantizer=depthwise_quantizer,
             pointwise_quantizer=pointwise_quantizer,
         )
@@ -328,6 +346,10 @@ class QuantSeparableConv1D(_QuantSeparableConv, keras.layers.SeparableConv1D):
         depthwise_constraint: Constraint on the latent depthwise kernel.
         pointwise_constraint: Constraint on the latent pointwise kernel.
         kernel_scale: `None` (larq's behaviour) or `"layer"`.
+        metrics: Training metrics of the quantized weights: `["flip_ratio"]` logs each
+            one's [`FlipRatio`][lns_keras.metrics.FlipRatio] during `fit`, as
+            `flip_ratio/<layer name>`; `None` (default): those the weight quantizers carry
+            (their `metrics`, or the `context.metrics_scope` the layer is created in).
         **kwargs: Every other argument of `keras.layers.SeparableConv1D`.
 
     Raises:
@@ -377,6 +399,10 @@ class QuantSeparableConv2D(_QuantSeparableConv, keras.layers.SeparableConv2D):
         depthwise_constraint: Constraint on the latent depthwise kernel.
         pointwise_constraint: Constraint on the latent pointwise kernel.
         kernel_scale: `None` (larq's behaviour) or `"layer"`.
+        metrics: Training metrics of the quantized weights: `["flip_ratio"]` logs each
+            one's [`FlipRatio`][lns_keras.metrics.FlipRatio] during `fit`, as
+            `flip_ratio/<layer name>`; `None` (default): those the weight quantizers carry
+            (their `metrics`, or the `context.metrics_scope` the layer is created in).
         **kwargs: Every other argument of `keras.layers.SeparableConv2D`.
 
     Raises:
@@ -412,6 +438,7 @@ class _QuantConvTranspose(_QuantizedMixin):
         kernel_quantizer=None,
         kernel_constraint=None,
         kernel_scale: str | None = None,
+        metrics: list[str] | None = None,
         **kwargs,
     ):
         super().__init__(
@@ -421,7 +448,9 @@ class _QuantConvTranspose(_QuantizedMixin):
             kernel_constraint=constraints.get(kernel_constraint),
             **kwargs,
         )
-        self._init_quantization(input_quantizer, kernel_scale, kernel_quantizer=kernel_quantizer)
+        self._init_quantization(
+            input_quantizer, kernel_scale, metrics, kernel_quantizer=kernel_quantizer
+        )
 
     def _apply_kernel(self, inputs, kernel):
         return ops.conv_transpose(
@@ -455,6 +484,10 @@ class QuantConv2DTranspose(_QuantConvTranspose, keras.layers.Conv2DTranspose):
             `kernel_constraint` logs a warning.
         kernel_constraint: Constraint on the latent kernel, e.g. `"weight_clip"`.
         kernel_scale: `None` (larq's behaviour), `"layer"` or `"channel"`.
+        metrics: Training metrics of the quantized weights: `["flip_ratio"]` logs each
+            one's [`FlipRatio`][lns_keras.metrics.FlipRatio] during `fit`, as
+            `flip_ratio/<layer name>`; `None` (default): those the weight quantizers carry
+            (their `metrics`, or the `context.metrics_scope` the layer is created in).
         **kwargs: Every other argument of `keras.layers.Conv2DTranspose`.
 
     Raises:
@@ -493,6 +526,10 @@ class QuantConv3DTranspose(_QuantConvTranspose, keras.layers.Conv3DTranspose):
             `kernel_constraint` logs a warning.
         kernel_constraint: Constraint on the latent kernel, e.g. `"weight_clip"`.
         kernel_scale: `None` (larq's behaviour), `"layer"` or `"channel"`.
+        metrics: Training metrics of the quantized weights: `["flip_ratio"]` logs each
+            one's [`FlipRatio`][lns_keras.metrics.FlipRatio] during `fit`, as
+            `flip_ratio/<layer name>`; `None` (default): those the weight quantizers carry
+            (their `metrics`, or the `context.metrics_scope` the layer is created in).
         **kwargs: Every other argument of `keras.layers.Conv3DTranspose`.
 
     Raises:
@@ -560,6 +597,7 @@ class _QuantLocallyConnected(_QuantizedMixin, keras.layers.Layer):
         input_quantizer=None,
         kernel_quantizer=None,
         kernel_scale: str | None = None,
+        metrics: list[str] | None = None,
         **kwargs,
     ):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
@@ -598,7 +636,9 @@ class _QuantLocallyConnected(_QuantizedMixin, keras.layers.Layer):
         self.kernel_constraint = constraints.get(kernel_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
         self.input_spec = keras.layers.InputSpec(ndim=self.rank + 2)
-        self._init_quantization(input_quantizer, kernel_scale, kernel_quantizer=kernel_quantizer)
+        self._init_quantization(
+            input_quantizer, kernel_scale, metrics, kernel_quantizer=kernel_quantizer
+        )
 
     def _output_size(self, input_shape) -> tuple:
         spatial = tuple(input_shape[1:-1])
@@ -641,6 +681,7 @@ class _QuantLocallyConnected(_QuantizedMixin, keras.layers.Layer):
             )
         else:
             self.bias = None
+        self._build_quantization()
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self._output_size(input_shape), self.filters)
@@ -722,6 +763,10 @@ class QuantLocallyConnected1D(_QuantLocallyConnected):
         kernel_quantizer: Quantizer for the kernel. A 1-bit one without
             `kernel_constraint` logs a warning.
         kernel_scale: `None` (larq's behaviour), `"layer"` or `"channel"`.
+        metrics: Training metrics of the quantized weights: `["flip_ratio"]` logs each
+            one's [`FlipRatio`][lns_keras.metrics.FlipRatio] during `fit`, as
+            `flip_ratio/<layer name>`; `None` (default): those the weight quantizers carry
+            (their `metrics`, or the `context.metrics_scope` the layer is created in).
         **kwargs: Further arguments of `keras.layers.Layer` (`name`, `dtype`, ...).
 
     Raises:
@@ -785,6 +830,10 @@ class QuantLocallyConnected2D(_QuantLocallyConnected):
         kernel_quantizer: Quantizer for the kernel. A 1-bit one without
             `kernel_constraint` logs a warning.
         kernel_scale: `None` (larq's behaviour), `"layer"` or `"channel"`.
+        metrics: Training metrics of the quantized weights: `["flip_ratio"]` logs each
+            one's [`FlipRatio`][lns_keras.metrics.FlipRatio] during `fit`, as
+            `flip_ratio/<layer name>`; `None` (default): those the weight quantizers carry
+            (their `metrics`, or the `context.metrics_scope` the layer is created in).
         **kwargs: Further arguments of `keras.layers.Layer` (`name`, `dtype`, ...).
 
     Raises:
