@@ -696,15 +696,8 @@ class _Run:
         self.input_shape, self.num_classes = data.info(config.dataset)
         common = dict(data_dir=config.data_dir, fashion_mnist_dir=config.fashion_mnist_dir)
         held_out = config.validation_examples
-        self.train_ds = data.load(
-            config.dataset,
-            f"train[:-{held_out}]" if held_out else "train",
-            config.batch_size,
-            seed=config.seed,
-            limit=config.train_limit,
-            training=True,
-            **common,
-        )
+        self._train_split = f"train[:-{held_out}]" if held_out else "train"
+        self._common = common
         self.test_ds = data.load(
             config.dataset,
             "test" if config.dataset != "imagenet2012" else "validation",
@@ -719,7 +712,8 @@ class _Run:
         options.experimental_distribute.auto_shard_policy = (
             tf.data.experimental.AutoShardPolicy.DATA
         )
-        self.train_ds = self.train_ds.with_options(options)
+        self._options = options
+        self.train_ds = self.train_data()  # for its size; each fit reads a new one
         self.test_ds = self.test_ds.with_options(options)
         self.val_ds = self.test_ds
         if held_out:
@@ -732,6 +726,31 @@ class _Run:
             ).with_options(options)
         cardinality = int(self.train_ds.cardinality())
         self.steps_per_epoch = max(cardinality, 1)
+
+    def train_data(self) -> tf.data.Dataset:
+        """A new training dataset.
+
+        Each pass over the pipeline draws a new order and new augmentations from its
+        seeds, counted per dataset object. Every fit (a stage, the warm start, BN
+        recalibration) reads a dataset of its own, so that a stage's data does not depend
+        on what ran before it in the same process.
+
+        Returns:
+            The batched training dataset.
+
+        Raises:
+            apps.data.DataNotFoundError: If the dataset is missing.
+        """
+        config = self.config
+        return data.load(
+            config.dataset,
+            self._train_split,
+            config.batch_size,
+            seed=config.seed,
+            limit=config.train_limit,
+            training=True,
+            **self._common,
+        ).with_options(self._options)
 
     # --- what runs, with which values ------------------------------------------------
 
@@ -877,7 +896,7 @@ class _Run:
             stage_dir, flip_reference, method_callbacks, flip_rates=bool(binary_signs(model))
         )
         model.fit(
-            self.train_ds,
+            self.train_data(),
             validation_data=self.val_ds,
             epochs=epochs,
             callbacks=callbacks,
@@ -1021,7 +1040,7 @@ class _Run:
         if config.bn_recalibration_steps:
             # Every epoch, as the authors' code (slb.md §4.4), before the validation.
             method_callbacks.append(
-                BatchNormRecalibration(self.train_ds, config.bn_recalibration_steps, start=0.0)
+                BatchNormRecalibration(self.train_data(), config.bn_recalibration_steps, start=0.0)
             )
         with self.strategy.scope():
             model = self._build("slb")
@@ -1107,7 +1126,7 @@ class _Run:
                     )
                     lns_keras.convert.warm_start(
                         model,
-                        self.train_ds,
+                        self.train_data(),
                         epochs=config.warm_start_epochs,
                         loss=keras.losses.SparseCategoricalCrossentropy(),
                         optimizer=keras.optimizers.Adam(config.warm_start_learning_rate),
