@@ -133,12 +133,28 @@ def load(
     training: bool | None = None,
     shuffle: bool | None = None,
     seed: int | None = None,
+    first_epoch: int | None = None,
     limit: int | None = None,
     drop_remainder: bool | None = None,
 ) -> tf.data.Dataset:
     """A batched, prefetched `tf.data.Dataset` of `(normalized float32 image, int label)`.
 
     Prepares the dataset with tfds on first use (see the module docstring).
+
+    Every epoch is drawn from the run's `seed` and the epoch's number alone: the order of
+    epoch $e$ is a shuffle seeded by `(seed, e)`, and its $i$-th example is augmented
+    with stateless random ops seeded by `(seed, e, i)`. Each epoch therefore has a new
+    order and new augmentations, and epoch $e$ holds the same batches whichever epoch
+    the dataset starts from, which is what a training run resumed at epoch $e$ needs.
+
+    With `first_epoch=None` (the default) the dataset is one epoch long, and each pass
+    over it (each `iter`, each epoch of a `fit` without `steps_per_epoch`) draws its
+    epoch number from the dataset's own seeded state, which a new dataset object starts
+    again. With `first_epoch=k` it never ends: epoch `k`, then `k + 1`, ..., each
+    `batches` long, where `batches` is the size of the one-epoch dataset
+    (`load(...).cardinality()` without `first_epoch`); `model.fit` then needs
+    `steps_per_epoch=batches` and keeps reading the same iterator from one epoch to the
+    next, so its epoch `k` (counted from 0, as `initial_epoch`) reads epoch `k`.
 
     Args:
         name: One of `DATASETS`: `"fashion_mnist"`, `"cifar10"`, `"imagenet2012"`.
@@ -150,20 +166,26 @@ def load(
         fashion_mnist_dir: Folder with the four Fashion-MNIST IDX `.gz` files, used to
             prepare `fashion_mnist` without a network.
         training: Whether to augment; default: whether `split` starts with `"train"`.
-        shuffle: Whether to shuffle files and examples; default: `training`.
-        seed: Seed of the shuffling and the augmentation; `None` for a random one. With a
-            seed the pipeline gives the same batches on every run (each epoch still
-            draws a new order and new augmentations).
+        shuffle: Whether to shuffle files and examples; default: `training`. The files
+            are shuffled once, by `seed` (ImageNet reads them in that order in every
+            epoch; the smaller datasets are held in memory after the first read), the
+            examples in every epoch.
+        seed: Seed of the shuffling and the augmentation; `None` for one drawn from
+            TensorFlow's global random generator. With a seed the pipeline gives the
+            same batches on every run.
+        first_epoch: `None` for a dataset of one epoch, or the number (from 0) of the
+            first epoch of an endless dataset of epochs (see above).
         limit: Use only `limit` examples of the split, the first ones read (fixed unless
             `shuffle` shuffles the order of a split stored in several files).
-        drop_remainder: Whether to drop a last, smaller batch; default: `training`.
+        drop_remainder: Whether to drop a last, smaller batch of each epoch; default:
+            `training`.
 
     Returns:
         A dataset of `(images, labels)` with images of shape
         `(batch, *info(name)[0])`, float32, and int64 labels in `[0, num_classes)`.
 
     Raises:
-        ValueError: For an unknown `name`, a bad `batch_size` or `limit`.
+        ValueError: For an unknown `name`, a bad `batch_size`, `first_epoch` or `limit`.
         DataNotFoundError: If the dataset is not prepared and cannot be (no Fashion-MNIST
             files, no network for CIFAR-10, no ImageNet archives); the message says how
             to get it.
@@ -171,6 +193,10 @@ def load(
     Example:
         ```python
         train = load("fashion_mnist", "train", batch_size=128, seed=0)
+        # Resuming after 3 finished epochs: epochs 3, 4, ... of the same run.
+        batches = int(train.cardinality())
+        rest = load("fashion_mnist", "train", batch_size=128, seed=0, first_epoch=3)
+        model.fit(rest, epochs=10, initial_epoch=3, steps_per_epoch=batches)
         ```
     """
     spec = _spec(name)
@@ -178,31 +204,90 @@ def load(
         raise ValueError(f"`batch_size` must be a positive integer, got batch_size={batch_size!r}.")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"`limit` must be a positive integer or None, got limit={limit!r}.")
+    if first_epoch is not None and (
+        isinstance(first_epoch, bool) or not isinstance(first_epoch, int) or first_epoch < 0
+    ):
+        raise ValueError(
+            f"`first_epoch` must be a non-negative integer or None, got first_epoch={first_epoch!r}."
+        )
     training = split.startswith("train") if training is None else training
     shuffle = training if shuffle is None else shuffle
     drop_remainder = training if drop_remainder is None else drop_remainder
+    if seed is None:
+        seed = int(tf.random.uniform((), maxval=2**31 - 1, dtype=tf.int64))
 
     builder = _prepared_builder(name, data_dir, fashion_mnist_dir)
-    ds = builder.as_dataset(
+    examples = builder.as_dataset(
         split=split,
         as_supervised=True,
         shuffle_files=shuffle,
-        read_config=tfds.ReadConfig(shuffle_seed=seed),
+        # The file order is drawn once: a pass over the files must not depend on how many
+        # passes came before it.
+        read_config=tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False),
         # ImageNet: decode only the crop (tf.image.decode_and_crop_jpeg).
         decoders={"image": tfds.decode.SkipDecoding()} if name == "imagenet2012" else None,
     )
     if limit is not None:
-        ds = ds.take(limit)
+        examples = examples.take(limit)
     if spec.cache:
-        ds = ds.cache()
-    if shuffle:
-        ds = ds.shuffle(spec.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    # One stateless seed per example makes the augmentation reproducible given `seed`.
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    ds = tf.data.Dataset.zip(ds, seeds)
-    ds = ds.map(_preprocess_fn(name, spec, training), num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+        examples = examples.cache()  # read once, shared by every epoch
+    epoch = _epoch_fn(
+        examples,
+        spec.shuffle_buffer if shuffle else None,
+        _preprocess_fn(name, spec, training),
+        batch_size,
+        drop_remainder,
+        seed,
+    )
+    if first_epoch is None:
+        size = int(examples.cardinality())
+        batches = size // batch_size if drop_remainder else -(-size // batch_size)
+        # Each pass draws an epoch number of its own from the dataset's seeded state.
+        number = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        ds = number.flat_map(epoch).apply(tf.data.experimental.assert_cardinality(batches))
+    else:
+        ds = tf.data.Dataset.counter(first_epoch).flat_map(epoch)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# Epochs.
+
+# The graph-level seed of each epoch's function. The epoch's own seed is the shuffle's
+# operation seed; TensorFlow pairs it with the graph-level seed, which would otherwise be
+# the global seed at the time `load` ran.
+_GRAPH_SEED = 1
+
+
+def _epoch_fn(
+    examples: tf.data.Dataset,
+    shuffle_buffer: int | None,
+    preprocess: Callable,
+    batch_size: int,
+    drop_remainder: bool,
+    seed: int,
+) -> Callable:
+    """`epoch(e)`: the batches of epoch `e`, a function of `seed` and `e` alone."""
+    run_seed = tf.constant([seed, 0], tf.int64)
+
+    def epoch(number):
+        epoch_seed = tf.random.experimental.stateless_fold_in(run_seed, number)
+        ds = examples
+        if shuffle_buffer:
+            tf.compat.v1.get_default_graph().seed = _GRAPH_SEED  # this function's graph only
+            order_seed = tf.random.stateless_uniform(
+                (), epoch_seed, minval=None, maxval=None, dtype=tf.int64
+            )
+            ds = ds.shuffle(shuffle_buffer, seed=order_seed, reshuffle_each_iteration=False)
+        # The i-th example of the epoch is augmented with the stateless seed (seed, e, i).
+        ds = ds.enumerate().map(
+            lambda index, example: preprocess(
+                example, tf.random.experimental.stateless_fold_in(epoch_seed, index)
+            ),
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+        return ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    return epoch
 
 
 # Preprocessing.

@@ -713,7 +713,6 @@ class _Run:
             tf.data.experimental.AutoShardPolicy.DATA
         )
         self._options = options
-        self.train_ds = self.train_data()  # for its size; each fit reads a new one
         self.test_ds = self.test_ds.with_options(options)
         self.val_ds = self.test_ds
         if held_out:
@@ -724,16 +723,24 @@ class _Run:
                 training=False,
                 **common,
             ).with_options(options)
-        cardinality = int(self.train_ds.cardinality())
-        self.steps_per_epoch = max(cardinality, 1)
+        self.steps_per_epoch = int(self.train_data(first_epoch=None).cardinality())
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"The training split {self._train_split!r} of {config.dataset} "
+                f"(--train_limit={config.train_limit}) has fewer examples than "
+                f"--batch_size={config.batch_size}: no full batch to train on."
+            )
 
-    def train_data(self) -> tf.data.Dataset:
-        """A new training dataset.
+    def train_data(self, first_epoch: int | None = 0) -> tf.data.Dataset:
+        """The training batches from epoch `first_epoch` on (see `apps.data.load`).
 
-        Each pass over the pipeline draws a new order and new augmentations from its
-        seeds, counted per dataset object. Every fit (a stage, the warm start, BN
-        recalibration) reads a dataset of its own, so that a stage's data does not depend
-        on what ran before it in the same process.
+        Epoch $e$ (from 0) holds a shuffle and augmentations drawn from `--seed` and $e$
+        alone, so a fit resumed at epoch $e$ reads what an uninterrupted one reads there,
+        and a stage's data does not depend on what ran before it in the same process.
+
+        Args:
+            first_epoch: The first epoch of an endless dataset, which `fit` reads with
+                `steps_per_epoch=self.steps_per_epoch`; `None`: one epoch.
 
         Returns:
             The batched training dataset.
@@ -747,6 +754,7 @@ class _Run:
             self._train_split,
             config.batch_size,
             seed=config.seed,
+            first_epoch=first_epoch,
             limit=config.train_limit,
             training=True,
             **self._common,
@@ -895,8 +903,11 @@ class _Run:
         callbacks = self._callbacks(
             stage_dir, flip_reference, method_callbacks, flip_rates=bool(binary_signs(model))
         )
+        # The backup's epochs are skipped by `fit`; the data starts where `fit` does.
+        finished = AtomicBackupAndRestore.finished_epochs(os.path.join(stage_dir, "backup"))
         model.fit(
-            self.train_data(),
+            self.train_data(first_epoch=finished),
+            steps_per_epoch=self.steps_per_epoch,  # one iterator across the epochs
             validation_data=self.val_ds,
             epochs=epochs,
             callbacks=callbacks,
@@ -1038,9 +1049,13 @@ class _Run:
         )
         method_callbacks = [schedule]
         if config.bn_recalibration_steps:
-            # Every epoch, as the authors' code (slb.md §4.4), before the validation.
+            # Every epoch, as the authors' code (slb.md §4.4), before the validation. Each
+            # recalibration reads the first batches of epoch 0 again: the same batches in
+            # every sitting, so that a resumed run recalibrates as an uninterrupted one.
             method_callbacks.append(
-                BatchNormRecalibration(self.train_data(), config.bn_recalibration_steps, start=0.0)
+                BatchNormRecalibration(
+                    self.train_data(first_epoch=0), config.bn_recalibration_steps, start=0.0
+                )
             )
         with self.strategy.scope():
             model = self._build("slb")
@@ -1126,8 +1141,9 @@ class _Run:
                     )
                     lns_keras.convert.warm_start(
                         model,
-                        self.train_data(),
+                        self.train_data(first_epoch=0),  # not resumed: from its epoch 0
                         epochs=config.warm_start_epochs,
+                        steps_per_epoch=self.steps_per_epoch,
                         loss=keras.losses.SparseCategoricalCrossentropy(),
                         optimizer=keras.optimizers.Adam(config.warm_start_learning_rate),
                         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],

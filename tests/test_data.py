@@ -79,6 +79,53 @@ def test_batching_defaults_drop_the_last_train_batch_only(mock_tfds):
     assert data.load("cifar10", "test", batch_size=3, limit=5).cardinality() == 2
 
 
+def _epochs(dataset, epochs: int, batches: int) -> list[np.ndarray]:
+    """The images of `epochs` consecutive epochs of `batches` batches, one array each."""
+    iterator = iter(dataset)
+    return [
+        np.concatenate([next(iterator)[0].numpy() for _ in range(batches)]) for _ in range(epochs)
+    ]
+
+
+def _same_images(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether `a` and `b` hold the same images, in any order."""
+    return sorted(image.tobytes() for image in a) == sorted(image.tobytes() for image in b)
+
+
+def test_an_epoch_is_the_same_whichever_epoch_the_dataset_starts_from():
+    common = dict(batch_size=8, seed=3)
+    with tfds.testing.mock_data(num_examples=48):
+        batches = int(data.load("cifar10", "train", **common).cardinality())
+        assert batches == 6
+        from_start = _epochs(data.load("cifar10", "train", first_epoch=0, **common), 4, batches)
+        resumed = _epochs(data.load("cifar10", "train", first_epoch=2, **common), 2, batches)
+        # Each option alone: the order changes, and the augmentations do.
+        plain = dict(common, training=False, shuffle=True)
+        orders = _epochs(data.load("cifar10", "train", first_epoch=0, **plain), 2, batches)
+        fixed = dict(common, shuffle=False)
+        augmentations = _epochs(data.load("cifar10", "train", first_epoch=0, **fixed), 2, batches)
+    for epoch in (2, 3):
+        np.testing.assert_array_equal(resumed[epoch - 2], from_start[epoch])
+    for epoch in range(3):
+        assert not np.allclose(from_start[epoch], from_start[epoch + 1])
+    assert _same_images(*orders) and not np.array_equal(*orders)
+    differ = [not np.allclose(a, b) for a, b in zip(*augmentations)]
+    assert sum(differ) >= 40  # of 48 images, each cropped and flipped anew
+
+
+def test_each_pass_over_a_one_epoch_dataset_is_a_new_epoch():
+    common = dict(batch_size=8, seed=3, training=False, shuffle=True)
+    with tfds.testing.mock_data(num_examples=48):
+        train = data.load("cifar10", "train", **common)
+        passes = [np.concatenate([images for images, _ in train]) for _ in range(2)]
+        again = data.load("cifar10", "train", **common)
+        passes_again = [np.concatenate([images for images, _ in again]) for _ in range(2)]
+    assert _same_images(*passes) and not np.array_equal(*passes)
+    # A new dataset object draws the same passes again.
+    for first, second in zip(passes, passes_again):
+        np.testing.assert_array_equal(first, second)
+
+
 @pytest.fixture(scope="session")
 def fashion_mnist_data_dir(tmp_path_factory):
     """A tfds folder with fashion_mnist prepared from Debian's files (once per session)."""
@@ -148,7 +195,12 @@ def test_unknown_dataset_is_named_with_the_known_ones():
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"batch_size": 0}, r"batch_size=0"), ({"batch_size": 8, "limit": -1}, r"limit=-1")],
+    [
+        ({"batch_size": 0}, r"batch_size=0"),
+        ({"batch_size": 8, "limit": -1}, r"limit=-1"),
+        ({"batch_size": 8, "first_epoch": -1}, r"first_epoch=-1"),
+        ({"batch_size": 8, "first_epoch": 1.0}, r"first_epoch=1\.0"),
+    ],
 )
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):

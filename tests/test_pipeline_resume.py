@@ -55,13 +55,7 @@ def _interrupt_at_epoch_end(monkeypatch, epoch: int) -> None:
 
 @pytest.fixture
 def fixed_data(monkeypatch):
-    """The same batches in every epoch and every sitting.
-
-    The training pipeline draws a new order and new augmentations at each pass over the
-    data; a new process starts those draws again, so a resumed epoch sees other batches
-    than the same epoch of an uninterrupted run. Fixed batches leave only what the
-    backup must carry over, and make the two runs comparable value for value.
-    """
+    """The same batches in every epoch: neither shuffled nor augmented."""
     load = data.load
 
     def load_fixed(name, split, batch_size, **kwargs):
@@ -71,7 +65,17 @@ def fixed_data(monkeypatch):
     monkeypatch.setattr(data, "load", load_fixed)
 
 
-def test_resumed_stage_reports_what_an_uninterrupted_one_does(tmp_path, monkeypatch, fixed_data):
+@pytest.fixture(params=["fixed", "shuffled"])
+def pipeline_data(request):
+    """Fixed batches leave only what the backup must carry over; the real pipeline
+    (a new order and new augmentations every epoch) must also give the resumed epochs
+    the batches of the uninterrupted run."""
+    if request.param == "fixed":
+        request.getfixturevalue("fixed_data")
+    return request.param
+
+
+def test_resumed_stage_reports_what_an_uninterrupted_one_does(tmp_path, monkeypatch, pipeline_data):
     epochs = 3
     whole = pipeline.run(
         pipeline.TrainConfig(
