@@ -8,6 +8,10 @@ horizontally (He et al., 2016); Fashion-MNIST likewise with a padding of 2; Imag
 a random-resized crop to 224×224 and a flip (PyTorch's ImageNet example), and is
 evaluated on the central 224×224 crop of the image resized to 256 on its short side.
 
+Every training epoch draws a new order and new augmentations, and epoch $e$ is a
+function of the seed and $e$ alone: a run resumed at epoch $e$ (`first_epoch=e`) reads
+the batches an uninterrupted run reads there.
+
 ```python
 from apps import data
 
@@ -148,9 +152,10 @@ def load(
     the dataset starts from, which is what a training run resumed at epoch $e$ needs.
 
     With `first_epoch=None` (the default) the dataset is one epoch long, and each pass
-    over it (each `iter`, each epoch of a `fit` without `steps_per_epoch`) draws its
-    epoch number from the dataset's own seeded state, which a new dataset object starts
-    again. With `first_epoch=k` it never ends: epoch `k`, then `k + 1`, ..., each
+    over it (each `iter`, each epoch of a `fit` without `steps_per_epoch`) is an epoch
+    numbered at random from the dataset's own seeded state, which a new dataset object
+    starts again: reproducible for a run that is never resumed, and the form for
+    evaluation splits. With `first_epoch=k` it never ends: epoch `k`, then `k + 1`, ..., each
     `batches` long, where `batches` is the size of the one-epoch dataset
     (`load(...).cardinality()` without `first_epoch`); `model.fit` then needs
     `steps_per_epoch=batches` and keeps reading the same iterator from one epoch to the
@@ -175,8 +180,9 @@ def load(
             same batches on every run.
         first_epoch: `None` for a dataset of one epoch, or the number (from 0) of the
             first epoch of an endless dataset of epochs (see above).
-        limit: Use only `limit` examples of the split, the first ones read (fixed unless
-            `shuffle` shuffles the order of a split stored in several files).
+        limit: Use only `limit` examples of the split, the first ones read (with
+            `shuffle`, in the file order drawn from `seed` for a split stored in several
+            files).
         drop_remainder: Whether to drop a last, smaller batch of each epoch; default:
             `training`.
 
