@@ -396,6 +396,8 @@ class Quantizer(keras.layers.Layer):
         Raises:
             NotImplementedError: Always.
         """
+        # Keras's Model.quantize catches NotImplementedError, warns with this message and
+        # leaves the layer as it is: the protocol for "this layer does not take part".
         raise NotImplementedError(
             f"{type(self).__name__} {self.name!r} quantizes the inputs or weights of an "
             f"lns_keras layer itself: Keras's quantize({mode!r}) leaves that layer as it is. "

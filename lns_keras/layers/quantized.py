@@ -523,6 +523,8 @@ class QuantDense(_QuantizedMixin, keras.layers.Dense):
         ]
         if quantizers_set or self.kernel_scale is not None:
             given = quantizers_set + (["kernel_scale"] if self.kernel_scale is not None else [])
+            # Keras's Model.quantize catches NotImplementedError, warns with this message and
+            # leaves the layer as it is: the protocol for "this layer does not take part".
             raise NotImplementedError(
                 f"{type(self).__name__} {self.name!r} has {', '.join(given)}: Keras's "
                 f"quantize({mode!r}) would bypass them, so the layer is left as it is. "
