@@ -37,7 +37,7 @@ ARM_NAMES = {
     "finetune": "Fine-tuning",
     "lns_alpha0": "LNS w/o noisy supervision (α = 0)",
     "lns": "LNS (α = 1, ρ = 0.005; identity gradient path)",
-    "lns_window": "LNS, gradient window |Q̂| ≤ 1 (former default)",
+    "lns_window": "LNS, gradient window Q̂ ∈ [−1, 1] (former default)",
     "lns_tanh": "LNS, Q̂ = tanh(·) bounded",
     "lns_pretrained_labels": "LNS, noisy labels frozen at the pretrained W",
 }
@@ -96,6 +96,20 @@ def welch(a: list[float], b: list[float]) -> tuple[float, float, float, float] |
     return diff, diff - half, diff + half, float(p)
 
 
+def sum_arm(rows) -> str | None:
+    """The summed-loss arm (Eq. 17) run at more than one seed: the α best at seed 0."""
+    arms = {r["arm"] for r in rows if r["arm"].startswith("lns_sum_alpha=") and r["seed"] != "0"}
+    return sorted(arms)[0] if arms else None
+
+
+def arm_names(rows) -> dict[str, str]:
+    names = dict(ARM_NAMES)
+    if arm := sum_arm(rows):
+        alpha = arm.split("=")[1]
+        names[arm] = f"LNS, layer loss summed (Eq. 17), α = {alpha} (best of the sweep)"
+    return names
+
+
 def arms_table(rows) -> str:
     lines = [
         "| Method | Seeds | Test acc. (%), epoch chosen on validation: mean ± std | best "
@@ -103,7 +117,7 @@ def arms_table(rows) -> str:
         "| Gradient reach | Q̂ beyond ±1 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for arm, name in ARM_NAMES.items():
+    for arm, name in arm_names(rows).items():
         selected = accuracies(rows, arm)
         if not selected:
             continue
@@ -139,13 +153,17 @@ def comparison_table(rows, pairs) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sweep_table(rows, prefix, label) -> str:
+def sweep_table(rows, prefix, label, default: tuple[str, float] | None = None) -> str:
+    """One row per swept value at seed 0; `default` = (field, value) adds the `lns` arm's
+    seed-0 run as the sweep's point at the library's default."""
     points = []
     for r in rows:
         if r["arm"].startswith(prefix) and r["seed"] == "0":
             points.append((float(r["arm"].split("=")[1]), r))
     if not points:
         return ""
+    if default is not None:
+        points += [(default[1], r) for r in rows if r["arm"] == "lns" and r["seed"] == "0"]
     points.sort(key=lambda p: p[0])
     lines = [
         f"| {label} | " + " | ".join(f"{v:g}" for v, _ in points) + " |",
@@ -231,11 +249,13 @@ def plot_curves(rows, path) -> None:
         ("cross_entropy", "training cross-entropy (alone)", 1),
         ("val_accuracy", "validation accuracy (%)", 100),
         ("flip_rate", "flip rate (per epoch)", 1),
+        ("flip_rate_total", "flip rate vs pretrained", 1),
         ("gradient_reach", "gradient reach (fraction of Q̂)", 1),
     )
-    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+    fig, axes = plt.subplots(1, 5, figsize=(21, 3.6))
     colors = {"finetune": "tab:orange", "lns": "tab:blue", "lns_alpha0": "tab:purple"}
     colors["lns_window"] = "tab:red"
+    colors["lns_tanh"] = "tab:green"
     for arm, color in colors.items():
         seeds = sorted({int(r["seed"]) for r in rows if r["arm"] == arm})
         for ax, (key, _, scale) in zip(axes, keys):
@@ -259,33 +279,33 @@ def plot_curves(rows, path) -> None:
 def main() -> None:
     os.makedirs(OUT, exist_ok=True)
     rows = read_rows()
+    pairs = [
+        ("lns", "finetune"),
+        ("lns_alpha0", "finetune"),
+        ("lns_window", "finetune"),
+        ("lns", "lns_window"),
+        ("lns", "lns_tanh"),
+        ("lns", "lns_alpha0"),
+        ("lns", "lns_pretrained_labels"),
+    ]
+    if arm := sum_arm(rows):
+        pairs += [(arm, "lns"), (arm, "finetune")]
     parts = [
         "### Baseline convergence\n",
         plot_baseline(os.path.join(OUT, "converged_baseline.png")),
         "### The arms\n",
         arms_table(rows),
         "### Against fine-tuning, and between gradient paths\n",
-        comparison_table(
-            rows,
-            [
-                ("lns", "finetune"),
-                ("lns_alpha0", "finetune"),
-                ("lns_window", "finetune"),
-                ("lns", "lns_window"),
-                ("lns", "lns_tanh"),
-                ("lns", "lns_alpha0"),
-                ("lns", "lns_pretrained_labels"),
-            ],
-        ),
+        comparison_table(rows, pairs),
         "### Verdict\n",
         verdict(rows),
     ]
-    for prefix, label in (
-        ("lns_sum_alpha=", "α, layer loss summed (Eq. 17), seed 0"),
-        ("lns_alpha=", "α, mean (Eq. 16), ρ = 0.005, seed 0"),
-        ("lns_rho=", "ρ, α = 1, seed 0"),
+    for prefix, label, default in (
+        ("lns_sum_alpha=", "α, layer loss summed (Eq. 17), seed 0", None),
+        ("lns_alpha=", "α, mean (Eq. 16), ρ = 0.005, seed 0", ("alpha", 1.0)),
+        ("lns_rho=", "ρ, α = 1, seed 0", ("rho", 0.005)),
     ):
-        if table := sweep_table(rows, prefix, label):
+        if table := sweep_table(rows, prefix, label, default):
             parts += [f"### Sweep: {label}\n", table]
     text = "\n".join(parts)
     with open(os.path.join(HERE, "tables.md"), "w") as f:
