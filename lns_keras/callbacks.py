@@ -6,28 +6,55 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from lns_keras.layers.quantized import QuantConv2D, QuantDense
+from lns_keras import context
 
 __all__ = ["FlipRate", "GradientReach", "HyperparameterScheduler", "binary_signs", "gradient_reach"]
 
 
 def binary_signs(model: keras.Model) -> dict[str, np.ndarray]:
-    """The signs of every 1-bit kernel: `sign(W)` for plain layers, `sign(Q̂)` for LNS ones.
+    r"""The signs of every 1-bit kernel: `sign(W)` for plain layers, `sign(Q̂)` for LNS ones.
+
+    Every quantized kernel whose quantizer has precision 1 counts, in every quantized
+    layer ([`quantized_kernels`][lns_keras.context.quantized_kernels] finds them): the
+    kernel of `QuantConv2D`, `QuantDense`, `QuantConv1D`, the transposed and locally
+    connected layers, a `QuantDepthwiseConv2D`'s depthwise kernel, and both kernels of a
+    separable convolution. A kernel's binary value is what its layer computes with
+    (`binary_kernel()`: $q(\hat Q)$ for an LNS layer); its sign is `True` where that
+    value is positive.
 
     Args:
-        model: A Keras model.
+        model: A Keras model or layer.
 
     Returns:
         A dict from layer name to a boolean array (`True` where the binary weight is +1).
+        A layer with two binary kernels (a separable convolution) gives two entries,
+        `"<layer>/depthwise_kernel"` and `"<layer>/pointwise_kernel"`.
 
     Raises:
-        AttributeError: If `model` is not a Keras model or layer.
+        ValueError: If `model` is not a Keras model or layer.
+
+    Example:
+        ```python
+        signs = lns_keras.callbacks.binary_signs(model)
+        {name: s.shape for name, s in signs.items()}  # {"quant_conv2d": (3, 3, 16, 16), ...}
+        ```
     """
+    binary = [
+        (layer, variable, quantizer, direct)
+        for layer, variable, quantizer, direct in context.quantized_kernels(model)
+        if getattr(quantizer, "precision", None) == 1
+    ]
+    per_layer: dict[int, int] = {}
+    for layer, *_ in binary:
+        per_layer[id(layer)] = per_layer.get(id(layer), 0) + 1
     signs = {}
-    for layer in model._flatten_layers(include_self=False):
-        if isinstance(layer, QuantConv2D | QuantDense) and layer.built:
-            if getattr(layer.kernel_quantizer, "precision", None) == 1:
-                signs[layer.name] = keras.ops.convert_to_numpy(layer.binary_kernel()) > 0
+    for layer, variable, quantizer, direct in binary:
+        # An LNS layer's quantizer reads Q̂ = f_θ(W), which its binary_kernel() computes.
+        value = quantizer(variable) if direct else layer.binary_kernel()
+        name = layer.name
+        if per_layer[id(layer)] > 1:
+            name = f"{layer.name}/{variable.name}"
+        signs[name] = keras.ops.convert_to_numpy(value) > 0
     return signs
 
 
@@ -43,9 +70,12 @@ class FlipRate(keras.callbacks.Callback):
     Adds to the epoch logs (so `CSVLogger`, `TensorBoard` and `History` see them, when
     this callback comes before them in the list):
 
-    - `flip_rate`: changed since the previous epoch (paper Fig. 3c), over all 1-bit kernels;
+    - `flip_rate`: changed since the previous epoch (paper Fig. 3c), over all 1-bit kernels
+      (those [`binary_signs`][lns_keras.callbacks.binary_signs] finds: every quantized
+      layer's, the zoo layers' included);
     - `flip_rate_total`: changed since training began (or since `reference`);
-    - `flip_rate/<layer>` and `flip_rate_total/<layer>`: the same per layer.
+    - `flip_rate/<layer>` and `flip_rate_total/<layer>`: the same per layer (per kernel
+      for a separable convolution: `flip_rate/<layer>/depthwise_kernel`, ...).
 
     Args:
         reference: Signs to measure `flip_rate_total` against, e.g.

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import keras
@@ -18,7 +19,12 @@ import numpy as np
 
 from lns_keras import _checks
 from lns_keras.layers.lns import LNSQuantConv2D, LNSQuantDense, is_lns_layer
-from lns_keras.layers.quantized import QuantConv2D, QuantDense, kernel_scale_factor
+from lns_keras.layers.quantized import (
+    QuantConv2D,
+    QuantDense,
+    _QuantizedMixin,
+    kernel_scale_factor,
+)
 
 __all__ = ["fold", "is_binary_layer", "sign_agreement", "to_lns", "warm_start"]
 
@@ -33,23 +39,44 @@ _LNS_KEYS = (
 
 
 def is_binary_layer(layer) -> bool:
-    """Whether `layer` is a `QuantConv2D` / `QuantDense` with 1-bit input and kernel.
+    """Whether `layer` is a quantized layer with a 1-bit input and 1-bit kernels.
+
+    Every quantized layer of lns_keras counts: `QuantConv2D`, `QuantDense`, the layers
+    of [`lns_keras.layers.zoo`][lns_keras.layers.zoo] (`QuantConv1D`,
+    `QuantDepthwiseConv2D`, `QuantSeparableConv2D`, ...) and the LNS layers. Its
+    `input_quantizer` and each weight quantizer (`kernel_quantizer`; a depthwise
+    layer's `depthwise_quantizer`; a separable layer's `depthwise_quantizer` and
+    `pointwise_quantizer`) must have precision 1. Only the binary `QuantConv2D` and
+    `QuantDense` have LNS twins: those are what [`to_lns`][lns_keras.convert.to_lns]
+    converts.
 
     Args:
         layer: Any object.
 
     Returns:
-        `True` for a `QuantConv2D` or `QuantDense` (LNS layers included) whose input and
-        kernel quantizers both have precision 1.
+        `True` for a quantized layer whose input and weight quantizers all have
+        precision 1, else `False`.
 
     Raises:
         Nothing: Any object is accepted; everything else gives `False`.
+
+    Example:
+        ```python
+        layer = lns_keras.QuantConv1D(8, 3, input_quantizer="ste_sign",
+                                      kernel_quantizer="ste_sign")
+        lns_keras.convert.is_binary_layer(layer)  # True
+        ```
     """
-    return (
-        isinstance(layer, QuantConv2D | QuantDense)
-        and getattr(layer.input_quantizer, "precision", None) == 1
-        and getattr(layer.kernel_quantizer, "precision", None) == 1
-    )
+    weights = getattr(layer, "_quantized_weights", None)
+    if not isinstance(layer, _QuantizedMixin) or not weights:
+        return False
+    quantizers = [layer.input_quantizer, *(getattr(layer, q) for _, q, _ in weights)]
+    return all(getattr(quantizer, "precision", None) == 1 for quantizer in quantizers)
+
+
+def _has_lns_twin(layer) -> bool:
+    """A `QuantConv2D` or `QuantDense` (not a zoo layer), not already an LNS layer."""
+    return isinstance(layer, QuantConv2D | QuantDense) and not is_lns_layer(layer)
 
 
 def _check_model(model) -> None:
@@ -77,11 +104,17 @@ def _clone(model, clone_function):
 def to_lns(model: keras.Model, *, include_dense: bool = True, **lns_kwargs: Any) -> keras.Model:
     """Clone a trained baseline BNN with every binary layer replaced by its LNS twin.
 
-    Binary layers (1-bit input and kernel quantizers) become `LNSQuantConv2D` /
-    `LNSQuantDense` with the same configuration plus `lns_kwargs`; their kernels and
-    biases are copied, their mappings freshly initialised. Every other layer is cloned
-    with its weights. Full-precision layers (the first conv, the last dense, the
-    down-sampling shortcuts) stay as they are.
+    Binary `QuantConv2D` and `QuantDense` layers (1-bit input and kernel quantizers)
+    become `LNSQuantConv2D` / `LNSQuantDense` with the same configuration plus
+    `lns_kwargs`; their kernels and biases are copied, their mappings freshly
+    initialised. Every other layer is cloned with its weights. Full-precision layers
+    (the first conv, the last dense, the down-sampling shortcuts) stay as they are.
+
+    The binary layers of [`lns_keras.layers.zoo`][lns_keras.layers.zoo]
+    (`QuantConv1D`, `QuantDepthwiseConv2D`, `QuantSeparableConv2D`, ...) have no LNS
+    twin: the mapping network reads a `(k, k, c_in)` filter of a 2D convolution or a
+    column of a dense kernel. They are cloned as they are, binary, with a warning that
+    names them; a model whose only binary layers are such layers is refused.
 
     Args:
         model: A built baseline model.
@@ -101,8 +134,14 @@ def to_lns(model: keras.Model, *, include_dense: bool = True, **lns_kwargs: Any)
 
     Raises:
         ValueError: If `model` is not a built `keras.Model`, is a subclassed model (only
-            functional and Sequential models can be converted), has no binary layer to
-            convert, or an LNS argument is unknown or invalid.
+            functional and Sequential models can be converted), has no binary
+            `QuantConv2D` / `QuantDense` to convert (the message names its binary layers
+            that have no LNS twin, if any), or an LNS argument is unknown or invalid.
+
+    Warns:
+        UserWarning: Naming the binary layers left as they are because they have no LNS
+            twin (the zoo layers); not for the binary `QuantDense` layers that
+            `include_dense=False` leaves out, which the caller asked for.
 
     Example:
         ```python
@@ -112,12 +151,26 @@ def to_lns(model: keras.Model, *, include_dense: bool = True, **lns_kwargs: Any)
     _check_model(model)
 
     def convertible(layer) -> bool:
-        if not is_binary_layer(layer) or is_lns_layer(layer):
+        if not is_binary_layer(layer) or not _has_lns_twin(layer):
             return False
         return include_dense or isinstance(layer, QuantConv2D)
 
-    if not any(convertible(layer) for layer in _all_layers(model)):
-        raise ValueError(f"`model` {model.name!r} has no binary QuantConv2D/QuantDense to convert.")
+    layers = _all_layers(model)
+    without_twin = [
+        f"{layer.name} ({type(layer).__name__})"
+        for layer in layers
+        if is_binary_layer(layer) and not is_lns_layer(layer) and not _has_lns_twin(layer)
+    ]
+    if not any(convertible(layer) for layer in layers):
+        others = (
+            f"; its binary layers {without_twin} have no LNS twin (only QuantConv2D and "
+            "QuantDense do)"
+            if without_twin
+            else ""
+        )
+        raise ValueError(
+            f"`model` {model.name!r} has no binary QuantConv2D/QuantDense to convert{others}."
+        )
     known = [*_LNS_KEYS, "kernel_scale", "kernel_quantizer"]
     unknown = set(lns_kwargs) - set(known)
     if unknown:
@@ -132,6 +185,13 @@ def to_lns(model: keras.Model, *, include_dense: bool = True, **lns_kwargs: Any)
         # the unbounded Q̂ and takes the LNS default unless `lns_kwargs` name one.
         return cls.from_config({**layer.get_config(), "kernel_quantizer": None, **lns_kwargs})
 
+    if without_twin:
+        warnings.warn(
+            f"to_lns leaves the binary layers {without_twin} of `model` {model.name!r} as "
+            "they are (binary, weights copied): only QuantConv2D and QuantDense have LNS "
+            "twins.",
+            stacklevel=2,
+        )
     clone = _clone(model, clone_function)
     for old, new in zip(model.layers, clone.layers):
         if is_lns_layer(new) and not is_lns_layer(old):
@@ -147,7 +207,9 @@ def fold(model: keras.Model) -> keras.Model:
 
     The folded layer's kernel is `sign(Q̂) · s` with the LNS layer's scale `s`, so the
     folded layer's own `kernel_quantizer` and `kernel_scale` give back exactly
-    `sign(Q̂)` and `s`. Predictions equal the LNS model's in inference.
+    `sign(Q̂)` and `s`. Predictions equal the LNS model's in inference. Every other
+    layer, binary ones included (`QuantConv2D` layers left binary, the zoo layers that
+    [`to_lns`][lns_keras.convert.to_lns] left as they are), is cloned with its weights.
 
     Args:
         model: A built model with LNS layers.

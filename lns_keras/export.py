@@ -13,11 +13,14 @@ import contextlib
 import os
 import secrets
 import tempfile
+import warnings
 from collections.abc import Iterator
 
 import keras
 
+from lns_keras.convert import is_binary_layer
 from lns_keras.layers.lns import is_lns_layer
+from lns_keras.layers.quantized import QuantConv2D
 
 __all__ = ["atomic_path", "atomic_write_bytes", "save_model", "tflite_op_names", "to_tflite"]
 
@@ -101,6 +104,15 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def to_tflite(model: keras.Model, path: str | os.PathLike, lce: bool = True) -> str:
     """Convert a folded model to a TFLite file.
 
+    Every quantized layer exports, the zoo layers
+    ([`lns_keras.layers.zoo`][lns_keras.layers.zoo]) included, and the file predicts what
+    the Keras model predicts. With `lce=True` only a binary `QuantConv2D` becomes a
+    1-bit operation (`LceBconv2d`, bit-packed weights): larq-compute-engine has no
+    binary kernel for the other layers (`QuantDense`, `QuantConv1D`, `QuantConv3D`,
+    depthwise, separable, transposed and locally connected ones), which run as float
+    operations on their binary values, at a float layer's speed and size. A warning names
+    those layers.
+
     Args:
         model: A built model without LNS layers (see [`fold`][lns_keras.convert.fold]).
         path: Where to write the `.tflite` file.
@@ -116,6 +128,10 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, lce: bool = True) -> 
         ImportError: If `lce=True` and larq-compute-engine is not installed.
         OSError: If `path` cannot be written.
 
+    Warns:
+        UserWarning: With `lce=True`, naming the binary layers (1-bit input and kernels)
+            other than `QuantConv2D`, which the file holds as float operations.
+
     Example:
         ```python
         lns_keras.export.to_tflite(lns_keras.convert.fold(lns_model), "model.tflite")
@@ -127,6 +143,8 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, lce: bool = True) -> 
             f"`model` still has LNS layers {lns_layers}; fold it first with "
             "lns_keras.convert.fold(model)."
         )
+    if lce:
+        _warn_float_binary_layers(model)
     destination = os.path.abspath(path)
     cwd = os.getcwd()  # the TFLite converter may chdir into the temporary folder
     try:
@@ -135,6 +153,22 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, lce: bool = True) -> 
         os.chdir(cwd)
     atomic_write_bytes(destination, flatbuffer)
     return os.fspath(path)
+
+
+def _warn_float_binary_layers(model: keras.Model) -> None:
+    """Warn about binary layers that larq-compute-engine leaves as float operations."""
+    left = [
+        f"{layer.name} ({type(layer).__name__})"
+        for layer in model._flatten_layers(include_self=False)
+        if is_binary_layer(layer) and not isinstance(layer, QuantConv2D)
+    ]
+    if left:
+        warnings.warn(
+            f"larq-compute-engine has 1-bit kernels for 2D convolutions only: the binary "
+            f"layers {left} of `model` {model.name!r} are exported as float operations on "
+            "their binary values (same predictions, a float layer's speed and size).",
+            stacklevel=3,
+        )
 
 
 def _convert(model: keras.Model, lce: bool) -> bytes:
