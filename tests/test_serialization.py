@@ -353,3 +353,225 @@ def test_unregistered_function_loads_only_through_custom_objects(tmp_path):
     assert loaded.layers[-1].kernel_quantizer is unregistered_sign
     x = _random((3, 4), seed=3)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+# --------------------------------------------------------------------------------------
+# larq's other classes (issue 11): the zoo layers with every option, the activations,
+# FlipRatio, Bop and CaseOptimizer, each through `.keras` with `safe_mode=True`.
+# HyperparameterScheduler is a callback, which Keras does not save with a model; what it
+# changes (Bop's `gamma`) is saved with the optimizer, checked below.
+
+ZOO_WITH_OPTIONS = {
+    "QuantConv1D": (
+        lambda: lns_keras.QuantConv1D(
+            3,
+            3,
+            padding="same",
+            pad_values=1.0,
+            input_quantizer=quantizers.SteSign(clip_value=0.5),
+            kernel_quantizer=user_sign,
+            kernel_constraint=lns_keras.constraints.WeightClip(0.5),
+            kernel_scale="channel",
+            metrics=["flip_ratio"],
+        ),
+        (7, 2),
+    ),
+    "QuantConv3D": (
+        lambda: lns_keras.QuantConv3D(
+            3, 2, input_quantizer="ste_sign", kernel_quantizer="ste_tern", kernel_scale="layer"
+        ),
+        (3, 4, 3, 2),
+    ),
+    "QuantDepthwiseConv2D": (
+        lambda: lns_keras.QuantDepthwiseConv2D(
+            3,
+            padding="same",
+            pad_values=-1.0,
+            depth_multiplier=2,
+            input_quantizer="approx_sign",
+            depthwise_quantizer=ScaledSign(scale=0.5),
+            depthwise_constraint="weight_clip",
+            kernel_scale="channel",
+            metrics=["flip_ratio"],
+        ),
+        (5, 5, 2),
+    ),
+    "QuantSeparableConv1D": (
+        lambda: lns_keras.QuantSeparableConv1D(
+            3,
+            3,
+            padding="same",
+            pad_values=1.0,
+            input_quantizer="ste_sign",
+            depthwise_quantizer="ste_sign",
+            pointwise_quantizer=quantizers.DoReFa(k_bit=2, mode="weights"),
+            depthwise_constraint="weight_clip",
+            kernel_scale="layer",
+        ),
+        (7, 2),
+    ),
+    "QuantSeparableConv2D": (
+        lambda: lns_keras.QuantSeparableConv2D(
+            3,
+            3,
+            depth_multiplier=2,
+            input_quantizer="ste_sign",
+            depthwise_quantizer="swish_sign",
+            pointwise_quantizer="ste_sign",
+            pointwise_constraint="weight_clip",
+            metrics=["flip_ratio"],
+        ),
+        (5, 5, 2),
+    ),
+    "QuantConv2DTranspose": (
+        lambda: lns_keras.QuantConv2DTranspose(
+            3,
+            3,
+            strides=2,
+            output_padding=1,
+            input_quantizer="ste_sign",
+            kernel_quantizer="magnitude_aware_sign",
+            kernel_scale="channel",
+        ),
+        (3, 4, 2),
+    ),
+    "QuantConv3DTranspose": (
+        lambda: lns_keras.QuantConv3DTranspose(
+            3, 2, strides=2, input_quantizer="ste_heaviside", kernel_quantizer="ste_sign"
+        ),
+        (2, 3, 2, 2),
+    ),
+    "QuantLocallyConnected1D": (
+        lambda: lns_keras.QuantLocallyConnected1D(
+            3,
+            3,
+            strides=2,
+            activation=lns_keras.activations.leaky_tanh,
+            input_quantizer="ste_sign",
+            kernel_quantizer="ste_sign",
+            kernel_constraint="weight_clip",
+            kernel_scale="channel",
+            metrics=["flip_ratio"],
+        ),
+        (9, 2),
+    ),
+    "QuantLocallyConnected2D": (
+        lambda: lns_keras.QuantLocallyConnected2D(
+            3,
+            (2, 3),
+            use_bias=False,
+            input_quantizer=f"{PACKAGE}>ScaledSign",
+            kernel_quantizer="ste_sign",
+            kernel_regularizer="l2",
+        ),
+        (5, 6, 2),
+    ),
+}
+
+
+def _config_without_name(layer) -> dict:
+    return {k: v for k, v in json.loads(json.dumps(layer.get_config())).items() if k != "name"}
+
+
+def test_zoo_with_options_covers_every_zoo_layer():
+    assert set(ZOO_WITH_OPTIONS) == set(lns_keras.layers.zoo.__all__)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO_WITH_OPTIONS))
+def test_zoo_layer_with_every_option_round_trips(name, tmp_path):
+    make, shape = ZOO_WITH_OPTIONS[name]
+    inputs = keras.Input(shape)
+    layer = make()
+    model = keras.Model(inputs, layer(inputs))
+    for i, weight in enumerate(model.weights):
+        weight.assign(_random(weight.shape, seed=20 + i))
+    x = 2 * _random((2, *shape), seed=3)
+    assert np.std(model.predict(x, verbose=0)) > 1e-3
+
+    loaded = _round_trip(model, x, tmp_path)
+
+    restored = loaded.layers[-1]
+    assert type(restored) is type(layer)
+    assert _config_without_name(restored) == _config_without_name(layer)
+    assert [m.name for m in restored.metrics] == [m.name for m in layer.metrics]
+    for original, loaded_weight in zip(layer.weights, restored.weights, strict=True):
+        assert getattr(loaded_weight, "precision", None) == getattr(original, "precision", None)
+
+
+def test_activations_round_trip(tmp_path):
+    inputs = keras.Input((4,))
+    h = keras.layers.Activation("leaky_tanh")(inputs)
+    h = lns_keras.QuantDense(4, activation=lns_keras.activations.leaky_tanh)(h)
+    h = keras.layers.Dense(4, activation=lns_keras.activations.hard_tanh)(h)
+    outputs = keras.layers.Dense(4, activation="leaky_tanh")(h)
+    model = keras.Model(inputs, outputs)
+    x = 3 * _random((8, 4), seed=4)  # beyond ±1, where leaky_tanh is not hard_tanh
+
+    loaded = _round_trip(model, x, tmp_path)
+
+    activations = [layer.activation for layer in loaded.layers[1:]]
+    leaky, hard = lns_keras.activations.leaky_tanh, keras.activations.hard_tanh
+    assert activations == [leaky, leaky, hard, leaky]
+    saved = json.dumps(model.get_config())
+    assert '"lns_keras>leaky_tanh"' in saved
+
+
+def test_flip_ratio_round_trips_with_safe_mode():
+    metric = lns_keras.metrics.FlipRatio(values_dtype="int16", name="flips")
+    config = json.loads(json.dumps(keras.saving.serialize_keras_object(metric)))
+    restored = keras.saving.deserialize_keras_object(config, safe_mode=True)
+    assert type(restored) is lns_keras.metrics.FlipRatio
+    assert (restored.name, restored.values_dtype) == ("flips", "int16")
+    restored.update_state(np.array([1, -1]))
+    restored.update_state(np.array([1, 1]))
+    assert float(restored.result()) == 0.5
+
+
+def test_zoo_model_trained_with_bop_round_trips(tmp_path):
+    """Bop trains the zoo layers' binary kernels (depthwise and pointwise too); the model,
+    its CaseOptimizer's routing and state, and a scheduled `gamma` load back."""
+    inputs = keras.Input((8, 3))
+    h = lns_keras.QuantConv1D(4, 3, padding="same", kernel_quantizer="ste_sign")(inputs)
+    h = lns_keras.QuantSeparableConv1D(
+        4,
+        3,
+        input_quantizer="ste_sign",
+        depthwise_quantizer="ste_sign",
+        pointwise_quantizer="ste_sign",
+    )(h)
+    h = keras.layers.Flatten()(h)
+    outputs = keras.layers.Dense(2)(h)
+    model = keras.Model(inputs, outputs)
+    bop = lns_keras.optimizers.Bop(threshold=1e-6, gamma=1e-2)
+    model.compile(
+        optimizer=lns_keras.optimizers.CaseOptimizer(
+            (lns_keras.optimizers.Bop.is_binary_variable, bop),
+            default_optimizer=keras.optimizers.Adam(0.01),
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x = _random((16, 8, 3), seed=5)
+    y = np.arange(16) % 2
+    schedule = lns_keras.callbacks.HyperparameterScheduler(
+        lambda epoch: 1e-2 * 0.5**epoch, "gamma", bop
+    )
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, shuffle=False, callbacks=[schedule])
+    binary = [v.path for v in model.trainable_variables if getattr(v, "precision", None) == 1]
+    assert len(binary) == 3  # the conv kernel, the depthwise and the pointwise kernels
+    for path in binary:
+        kernel = next(v for v in model.trainable_variables if v.path == path)
+        assert set(np.unique(kernel.numpy())) <= {-1.0, 1.0}  # Bop holds signs
+
+    path = tmp_path / "zoo_bop.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+
+    loaded_bop = loaded.optimizer.optimizers[0]
+    assert type(loaded_bop) is lns_keras.optimizers.Bop
+    assert float(loaded_bop.gamma.numpy()) == pytest.approx(5e-3)  # the scheduled value
+    for a, b in zip(model.optimizer.variables, loaded.optimizer.variables, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+    for m in (model, loaded):
+        m.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    for a, b in zip(model.get_weights(), loaded.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
