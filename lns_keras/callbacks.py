@@ -216,6 +216,10 @@ def _takes_current_value(schedule) -> bool:
     return len(positional) >= 2 or any(p.kind == p.VAR_POSITIONAL for p in parameters)
 
 
+# Keras 2's names of Keras 3 hyperparameters, as larq's schedules use them.
+_KERAS2_HYPERPARAMETERS = {"lr": "learning_rate"}
+
+
 class HyperparameterScheduler(keras.callbacks.Callback):
     """Set an optimizer's hyperparameter from a schedule, each epoch or each step (larq's).
 
@@ -230,13 +234,14 @@ class HyperparameterScheduler(keras.callbacks.Callback):
     `learning_rate` of the Keras optimizers (when it is a number, not a schedule), and
     [`Bop`][lns_keras.optimizers.Bop]'s `gamma` and `threshold`. Others (Adam's `beta_1`,
     a Python number) are compiled into the training step; asking for one is an error.
-    Where larq's schedules named `lr`, Keras 3 names it `learning_rate`.
+    `"lr"`, the Keras 2 name larq's examples use, means `learning_rate` (Keras 3 dropped
+    the alias); the value is logged as `learning_rate`.
 
     Args:
         schedule: A function of the epoch (or step) index, or of the index and the
             current value, that returns the new value.
         hyperparameter: The attribute name of the hyperparameter (`"gamma"`,
-            `"threshold"`, `"learning_rate"`).
+            `"threshold"`, `"learning_rate"`, or its Keras 2 name `"lr"`).
         optimizer: The optimizer that holds it, e.g. one of a `CaseOptimizer`'s
             `optimizers`; `None`: the model's optimizer.
         update_freq: `"epoch"` or `"step"`.
@@ -289,11 +294,11 @@ class HyperparameterScheduler(keras.callbacks.Callback):
         if log_name is not None and not isinstance(log_name, str):
             raise ValueError(f"`log_name` must be a string or None, got log_name={log_name!r}.")
         self.schedule = schedule
-        self.hyperparameter = hyperparameter
+        self.hyperparameter = _KERAS2_HYPERPARAMETERS.get(hyperparameter, hyperparameter)
         self.optimizer = optimizer
         self.update_freq = update_freq
         self.verbose = verbose
-        self.log_name = log_name or hyperparameter
+        self.log_name = log_name or self.hyperparameter
 
     def set_model(self, model) -> None:
         super().set_model(model)

@@ -28,7 +28,7 @@ from keras import ops
 
 from lns_keras._keras_names import add_builtin_name
 
-__all__ = ["WeightClip", "get"]
+__all__ = ["WeightClip", "get", "weight_clip"]
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
@@ -59,6 +59,9 @@ class WeightClip(keras.constraints.Constraint):
     def get_config(self) -> dict[str, Any]:
         return {"clip_value": self.clip_value}
 
+
+# larq's lower-case name of the class (`lq.constraints.weight_clip(clip_value=0.5)`).
+weight_clip = WeightClip
 
 _ALIASES = {"weight_clip": WeightClip}
 for _name, _cls in {**_ALIASES, "WeightClip": WeightClip}.items():

@@ -85,6 +85,10 @@ class FlipRatio(keras.metrics.Metric):
         ```
     """
 
+    # Keras 2's flag for a metric that keeps state between updates (larq's `stateful`);
+    # Keras 3 metrics carry no such attribute.
+    stateful = True
+
     def __init__(self, values_dtype="int8", name: str = "flip_ratio", dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.values_dtype = keras.backend.standardize_dtype(values_dtype)

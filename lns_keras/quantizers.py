@@ -380,6 +380,15 @@ class Quantizer(keras.layers.Layer):
         # `quantize` below instead of failing on an unbuilt layer.
         if type(self).build is keras.layers.Layer.build:
             self.built = True
+        # An elementwise function keeps its input's dtype, as larq's quantizers and the
+        # functions (`ste_sign`) do: Keras would first cast a float64 input to the
+        # layer's float32. `__call__` converts arrays and variables itself.
+        self._convert_input_args = False
+
+    def __call__(self, inputs, *args, **kwargs):
+        if not isinstance(inputs, keras.KerasTensor) and not ops.is_tensor(inputs):
+            inputs = ops.convert_to_tensor(inputs)
+        return super().__call__(inputs, *args, **kwargs)
 
     def quantize(self, mode=None, type_check=True, config=None) -> None:
         """Refuse Keras's post-training quantization: a quantizer has no int8 form.
