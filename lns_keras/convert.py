@@ -94,7 +94,15 @@ def _check_model(model) -> None:
 
 
 def _clone(model, clone_function):
-    clone = keras.models.clone_model(model, clone_function=clone_function)
+    # keras.models.clone_model compiles the clone of a compiled model with a copy of its
+    # optimizer, built on the clone's new variables (a CaseOptimizer then warns that its
+    # saved routing does not fit them). The clone is returned uncompiled instead.
+    compiled = model.compiled
+    model.compiled = False
+    try:
+        clone = keras.models.clone_model(model, clone_function=clone_function)
+    finally:
+        model.compiled = compiled
     for old, new in zip(model.layers, clone.layers):
         if type(old) is type(new):
             new.set_weights(old.get_weights())

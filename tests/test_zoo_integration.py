@@ -322,3 +322,22 @@ def test_lce_export_of_binary_conv2d_alone_does_not_warn(tmp_path):
         warnings.simplefilter("error", UserWarning)
         export.to_tflite(keras.Model(inputs, outputs), tmp_path / "m.tflite", lce=True)
     assert "LceBconv2d" in export.tflite_op_names((tmp_path / "m.tflite").read_bytes())
+
+
+def test_to_lns_and_fold_return_uncompiled_models_without_touching_the_optimizer():
+    """Keras's clone_model would compile the clone with a copy of the optimizer."""
+    baseline = _mixed_baseline()
+    baseline.compile(
+        optimizer=lns_keras.optimizers.CaseOptimizer(
+            (lns_keras.optimizers.Bop.is_binary_variable, lns_keras.optimizers.Bop()),
+            default_optimizer=keras.optimizers.Adam(),
+        ),
+        loss="mse",
+    )
+    baseline.fit(_random((4, 8, 8, 3), seed=1), _random((4, 2), seed=2), verbose=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lns_model = convert.to_lns(baseline)
+        folded = convert.fold(lns_model)
+    assert [str(w.message) for w in caught if "to_lns" not in str(w.message)] == []
+    assert baseline.compiled and not lns_model.compiled and not folded.compiled
