@@ -26,10 +26,13 @@ setup(
         "dev": [
             "pytest",
             "ruff",
-            # larq 0.14 is the test oracle; it needs numpy<2 and runs under tf-keras.
-            "larq==0.14.0",
-            "numpy<2",
-            "tf-keras",
+            # The tests run the library on every Keras backend, on the CPU. JAX needs
+            # numpy>=2; the test oracle, larq 0.14, needs numpy<2 and so lives in an
+            # environment of its own (.venv-larq, made by scripts/setup.sh).
+            "jax[cpu]",
+            # A CPU build here. PyPI's Linux wheels of torch carry CUDA (several GB): elsewhere
+            # install the CPU wheel first (docs/guide/installation.md says how).
+            "torch==2.13.0",
             "larq-compute-engine",
             "mkdocs-material",
             "mkdocstrings[python]",

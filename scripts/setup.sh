@@ -1,9 +1,38 @@
 #!/usr/bin/env bash
 # Set up everything lns_keras needs on a fresh machine: a virtualenv in .venv with the
-# package and its dev extras, (where apt is available) Debian's Fashion-MNIST files, and
-# the documentation site's JavaScript from the npm registry.
+# package and its dev extras (TensorFlow, JAX and PyTorch on the CPU), the larq test
+# oracle's own virtualenv in .venv-larq, (where apt is available) Debian's Fashion-MNIST
+# files, and the documentation site's JavaScript from the npm registry.
+#
+# `bash scripts/setup.sh larq-oracle` (re)builds only .venv-larq.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The test oracle, larq 0.14, needs numpy<2 and tf.keras 2; the main environment has
+# numpy 2, which JAX needs. So larq gets a small environment of its own, which the tests
+# run in a subprocess (tests/larq_oracle.py). It takes the main environment's TensorFlow
+# release, so that the files one side saves the other reads as they were written.
+setup_larq_oracle() {
+  local tf_version
+  tf_version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('tensorflow'))")
+  if [ ! -x .venv-larq/bin/python ]; then
+    python3 -m venv .venv-larq
+  fi
+  .venv-larq/bin/python -m pip install -q --upgrade pip
+  .venv-larq/bin/python -m pip install -q "larq==0.14.0" "numpy<2" "tensorflow==$tf_version" tf-keras
+}
+
+case "${1:-}" in
+  "") ;;
+  larq-oracle)
+    setup_larq_oracle
+    exit 0
+    ;;
+  *)
+    echo "usage: bash scripts/setup.sh [larq-oracle]; got argument ${1@Q}" >&2
+    exit 2
+    ;;
+esac
 
 SUDO=""
 [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo"
@@ -18,6 +47,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
+setup_larq_oracle
 
 # The documentation site ships its own MathJax (and the shim that lets search run from
 # file://), so that `mkdocs build` gives a site that works with no internet. The versions

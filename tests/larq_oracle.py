@@ -1,10 +1,11 @@
 """larq 0.14 as the test oracle, in a subprocess.
 
-larq imports only under Keras 2 (`tf_keras` with `TF_USE_LEGACY_KERAS=1`), so a test
-writes a small script that uses larq, hands it arrays through an `.npz` file and reads
-the arrays it returns from another. One place decides which interpreter runs larq
-(`LARQ_PYTHON`, default: this one), so that the oracle can move to an environment of its
-own without touching the tests.
+larq imports only under Keras 2 (`tf_keras` with `TF_USE_LEGACY_KERAS=1`) and needs
+numpy<2, while the main environment has numpy 2 (JAX needs it). So larq lives in an
+environment of its own, `.venv-larq` beside `.venv` (`scripts/setup.sh` makes both), and
+a test writes a small script that uses larq, hands it arrays through an `.npz` file and
+reads the arrays it returns from another. `python()` is the one place that decides which
+interpreter runs larq: `$LARQ_PYTHON`, default `.venv-larq/bin/python`.
 
     outputs = larq_oracle.run('''
         import larq as lq
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -40,9 +40,25 @@ np.savez(os.path.join(folder, "outputs.npz"), **out)
 """
 
 
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PYTHON = ROOT / ".venv-larq" / "bin" / "python"
+
+
 def python() -> str:
-    """The interpreter that runs larq: `$LARQ_PYTHON`, or this test's own."""
-    return os.environ.get("LARQ_PYTHON", sys.executable)
+    """The interpreter that runs larq: `$LARQ_PYTHON`, default `.venv-larq/bin/python`.
+
+    A missing interpreter fails the calling test with what to run (CI installs the
+    oracle: never a skip).
+    """
+    path = os.environ.get("LARQ_PYTHON") or str(DEFAULT_PYTHON)
+    if not os.access(path, os.X_OK):
+        source = "$LARQ_PYTHON" if os.environ.get("LARQ_PYTHON") else "the default"
+        pytest.fail(
+            f"No larq oracle interpreter at {path} ({source}). The larq 0.14 oracle runs "
+            "in its own environment: run `bash scripts/setup.sh larq-oracle` to make "
+            ".venv-larq, or set LARQ_PYTHON to a Python with larq 0.14, tf-keras and numpy<2."
+        )
+    return path
 
 
 def run(

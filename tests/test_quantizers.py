@@ -1,7 +1,8 @@
 """Quantizers: larq 0.14 as the oracle for values and pseudo-gradients, the registry, errors.
 
 larq imports only under Keras 2, so it runs once per session in a subprocess with
-`TF_USE_LEGACY_KERAS=1`; inputs, quantizer specs and results travel through `.npz` files.
+`TF_USE_LEGACY_KERAS=1`, in the oracle's own environment (`larq_oracle.python()`); inputs,
+quantizer specs and results travel through `.npz` files.
 """
 
 from __future__ import annotations
@@ -9,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 
 import keras
+import larq_oracle
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -174,7 +175,7 @@ def larq_results(tmp_path_factory) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     (folder / "oracle.py").write_text(_larq_script())
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     run = subprocess.run(
-        [sys.executable, str(folder / "oracle.py"), str(folder)],
+        [larq_oracle.python(), str(folder / "oracle.py"), str(folder)],
         env=env,
         capture_output=True,
         text=True,
