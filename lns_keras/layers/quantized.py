@@ -21,6 +21,7 @@ is zero for good ("starved"); `kernel_constraint="weight_clip"` keeps it inside.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import numbers
@@ -99,6 +100,42 @@ def _starves_unconstrained(quantizer) -> bool:
     )
 
 
+def _keras_signature(cls: type) -> type:
+    """Give `cls` the signature of the Keras layer it forwards `*args, **kwargs` to.
+
+    A quantized layer takes its Keras layer's arguments through `*args, **kwargs`; its
+    signature (`inspect.signature`, `help`, editors) shows them as the Keras layer has
+    them, in its order with its defaults, then the layer's own keyword-only arguments
+    (quantizers, `pad_values`, ...), as larq's layers list them.
+    """
+    keras_layer = next(k for k in cls.__mro__ if k.__module__.startswith("keras."))
+    keras_parameters = list(inspect.signature(keras_layer.__init__).parameters.values())[1:]
+    named = [p for p in keras_parameters if p.kind is p.POSITIONAL_OR_KEYWORD]
+    names = {p.name for p in named}
+    own = []
+    for klass in cls.__mro__[: cls.__mro__.index(keras_layer)]:
+        if "__init__" not in vars(klass):
+            continue
+        for p in inspect.signature(vars(klass)["__init__"]).parameters.values():
+            if p.kind is p.KEYWORD_ONLY and p.name not in names:
+                names.add(p.name)
+                own.append(p)
+    var_keyword = [p for p in keras_parameters if p.kind is p.VAR_KEYWORD]
+    cls.__signature__ = _ClassSignature(inspect.Signature([*named, *own, *var_keyword]))
+    return cls
+
+
+class _ClassSignature:
+    """A class's `__signature__` that its instances do not inherit (their `call`'s is
+    theirs: `tf.function(layer)` reads it)."""
+
+    def __init__(self, signature: inspect.Signature):
+        self.signature = signature
+
+    def __get__(self, instance, owner):
+        return self.signature if instance is None else None
+
+
 class _QuantizedMixin:
     """What every quantized layer shares: quantizers, the scale, one `call`, the config.
 
@@ -106,6 +143,11 @@ class _QuantizedMixin:
     quantizer argument, constraint argument) and implements `_apply_kernel`, the product
     of the quantized input with the quantized kernel(s).
     """
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # A subclass's own signature, not the one `_keras_signature` gave its parent.
+        cls.__signature__ = None
 
     _quantized_weights = (("kernel", "kernel_quantizer", "kernel_constraint"),)
     # The kernel's axes that index output channels (see `kernel_scale_factor`).
@@ -146,7 +188,9 @@ class _QuantizedMixin:
         quantizer's (what larq's `QuantizedVariable` carried, and `Bop.is_binary_variable`
         reads); an LNS layer's kernel is not tagged (its quantizer reads $\\hat Q$). Each
         quantized weight whose layer or quantizer asks for `"flip_ratio"` gets a built
-        `FlipRatio` (variables cannot be created inside a compiled training step).
+        `FlipRatio` (variables cannot be created inside a compiled training step), held
+        where larq holds it: by the weight's quantizer, as its `flip_ratio` (by the layer
+        when the quantizer is a function, or already holds another layer's).
         """
         for layer, variable, quantizer, direct in context.quantized_kernels(self):
             precision = getattr(quantizer, "precision", None)
@@ -159,23 +203,35 @@ class _QuantizedMixin:
             and "flip_ratio"
             in (self._custom_metrics or []) + (_metrics_of(getattr(self, quantizer_name)) or [])
         ]
-        flip_ratios = {}
-        for weight_name in tracked:
+        # weight -> (quantizer argument, or None for the layer itself; attribute): names
+        # only, so that Keras tracks each metric once, where it is held.
+        holders = {}
+        for weight_name, quantizer_name, _ in self._quantized_weights:
+            if weight_name not in tracked:
+                continue
             suffix = f"/{weight_name}" if len(self._quantized_weights) > 1 else ""
             metric = FlipRatio(name=f"flip_ratio/{self.name}{suffix}")
             metric.build(tuple(getattr(self, weight_name).shape))
-            flip_ratios[weight_name] = metric
-        self._flip_ratios = flip_ratios
+            quantizer = getattr(self, quantizer_name)
+            if isinstance(quantizer, keras.layers.Layer) and not hasattr(quantizer, "flip_ratio"):
+                quantizer.flip_ratio = metric
+                holders[weight_name] = (quantizer_name, "flip_ratio")
+            else:
+                setattr(self, f"_flip_ratio_{weight_name}", metric)
+                holders[weight_name] = (None, f"_flip_ratio_{weight_name}")
+        self._flip_ratio_holders = holders
 
     def _update_training_metrics(self, kernels) -> None:
         """Update each `FlipRatio` with its weight's quantized value (a training step)."""
-        flip_ratios = getattr(self, "_flip_ratios", None)
-        if not flip_ratios:
+        holders = getattr(self, "_flip_ratio_holders", None)
+        if not holders:
             return
         kernels = kernels if isinstance(kernels, tuple) else (kernels,)
         for (weight_name, _, _), kernel in zip(self._quantized_weights, kernels, strict=True):
-            if weight_name in flip_ratios:
-                flip_ratios[weight_name].update_state(kernel)
+            if weight_name in holders:
+                quantizer_name, attribute = holders[weight_name]
+                holder = getattr(self, quantizer_name) if quantizer_name else self
+                getattr(holder, attribute).update_state(kernel)
 
     def quantized_kernel(self, training=None):
         """The kernel the layer multiplies with: `kernel_quantizer(W)` (or `W`).
@@ -356,6 +412,7 @@ class _PaddedConvMixin(_QuantizedMixin):
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
+@_keras_signature
 class QuantConv2D(_PaddedConvMixin, keras.layers.Conv2D):
     r"""2D convolution with quantized input and kernel (larq's `QuantConv2D`).
 
@@ -426,6 +483,7 @@ class QuantConv2D(_PaddedConvMixin, keras.layers.Conv2D):
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
+@_keras_signature
 class QuantDense(_QuantizedMixin, keras.layers.Dense):
     r"""Densely connected layer with quantized input and kernel (larq's `QuantDense`).
 

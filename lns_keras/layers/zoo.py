@@ -43,7 +43,12 @@ import numpy as np
 from keras import ops
 
 from lns_keras import constraints
-from lns_keras.layers.quantized import _PaddedConvMixin, _QuantizedMixin, kernel_scale_factor
+from lns_keras.layers.quantized import (
+    _keras_signature,
+    _PaddedConvMixin,
+    _QuantizedMixin,
+    kernel_scale_factor,
+)
 
 __all__ = [
     "QuantConv1D",
@@ -88,6 +93,7 @@ class _QuantConv(_PaddedConvMixin):
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
+@_keras_signature
 class QuantConv1D(_QuantConv, keras.layers.Conv1D):
     r"""1D convolution with quantized input and kernel (larq's `QuantConv1D`).
 
@@ -130,6 +136,7 @@ class QuantConv1D(_QuantConv, keras.layers.Conv1D):
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
+@_keras_signature
 class QuantConv3D(_QuantConv, keras.layers.Conv3D):
     r"""3D convolution with quantized input and kernel (larq's `QuantConv3D`).
 
@@ -171,6 +178,7 @@ class QuantConv3D(_QuantConv, keras.layers.Conv3D):
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
+@_keras_signature
 class QuantDepthwiseConv2D(_PaddedConvMixin, keras.layers.DepthwiseConv2D):
     r"""Depthwise 2D convolution with quantized input and kernel (larq's
     `QuantDepthwiseConv2D`).
@@ -318,6 +326,7 @@ class _QuantSeparableConv(_PaddedConvMixin):
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
+@_keras_signature
 class QuantSeparableConv1D(_QuantSeparableConv, keras.layers.SeparableConv1D):
     r"""Separable 1D convolution with quantized input and kernels (larq's
     `QuantSeparableConv1D`).
@@ -371,6 +380,7 @@ class QuantSeparableConv1D(_QuantSeparableConv, keras.layers.SeparableConv1D):
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
+@_keras_signature
 class QuantSeparableConv2D(_QuantSeparableConv, keras.layers.SeparableConv2D):
     r"""Separable 2D convolution with quantized input and kernels (larq's
     `QuantSeparableConv2D`).
@@ -465,6 +475,7 @@ class _QuantConvTranspose(_QuantizedMixin):
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
+@_keras_signature
 class QuantConv2DTranspose(_QuantConvTranspose, keras.layers.Conv2DTranspose):
     r"""Transposed 2D convolution with quantized input and kernel (larq's
     `QuantConv2DTranspose`).
@@ -508,6 +519,7 @@ class QuantConv2DTranspose(_QuantConvTranspose, keras.layers.Conv2DTranspose):
 
 
 @keras.saving.register_keras_serializable(package="lns_keras")
+@_keras_signature
 class QuantConv3DTranspose(_QuantConvTranspose, keras.layers.Conv3DTranspose):
     r"""Transposed 3D convolution with quantized input and kernel (larq's
     `QuantConv3DTranspose`).
