@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 TEST_FILES = (
+    "activations_test.py",
     "callbacks_test.py",
     "constraints_test.py",
     "context_test.py",
