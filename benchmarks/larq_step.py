@@ -1,6 +1,6 @@
 """Training-step time of a ResNet-20 BNN in lns_keras (Keras 3) against larq 0.14 (tf.keras 2).
 
-    python benchmarks/larq_step.py [--rounds 6] [--steps 3] [--batch 128] [--jit on off]
+    python benchmarks/larq_step.py [--rounds 30] [--steps 1] [--batch 128] [--jit on off]
     python benchmarks/larq_step.py --check   # build both, compare the layers, no timing
 
 The same network is written once (`resnet20_bnn`) and built twice: with
@@ -189,8 +189,8 @@ def compare(workers: dict) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--jit", nargs="+", choices=("on", "off"), default=["on", "off"])
     parser.add_argument("--check", action="store_true", help="build and compare, no timing")
@@ -240,25 +240,32 @@ def main() -> None:
         f"(1 min) {before['loadavg'][0]:.2f} before, {after['loadavg'][0]:.2f} after, "
         f"{before['cpus']} cores"
     )
-    say(f"{'worker':18s} {'median step (ms)':>17s} {'images/s':>9s}")
-    for n in times:
-        step = paired.median_step(times[n])
-        say(f"{n:18s} {1000 * step:17.1f} {args.batch / step:9.1f}")
-    ratios = {}
-    for jit in jits:
-        key = f"lns_keras/larq {'xla' if jit else 'no-xla'}"
-        ratios[key] = paired.ratio(times, name("lns_keras", jit), name("larq", jit))
+    wall, cpu = times["wall"], times["cpu"]
+    say(f"{'worker':18s} {'median step (ms)':>17s} {'images/s':>9s} {'CPU time (ms)':>14s}")
+    for n in wall:
+        step = paired.median_step(wall[n])
+        say(
+            f"{n:18s} {1000 * step:17.1f} {args.batch / step:9.1f} {1000 * paired.median_step(cpu[n]):14.1f}"
+        )
+    pairs = {
+        f"lns_keras/larq {'xla' if j else 'no-xla'}": (name("lns_keras", j), name("larq", j))
+        for j in jits
+    }
     if len(jits) == 2:
         for framework in FRAMEWORKS:
-            key = f"{framework} xla/no-xla"
-            ratios[key] = paired.ratio(times, name(framework, True), name(framework, False))
-    say("step-time ratio: median of the rounds' ratios [min, max] (ratio of all-step medians)")
-    for key, r in ratios.items():
-        say(f"  {key:22s} {r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}] ({r['pooled']:.3f})")
+            pairs[f"{framework} xla/no-xla"] = (name(framework, True), name(framework, False))
+    ratios = {}
+    for kind, label in (("wall", "step time"), ("cpu", "CPU time per step")):
+        say(f"{label} ratio, over the rounds' medians:")
+        for key, (a, b) in pairs.items():
+            ratios[f"{key} {kind}"] = r = paired.ratio(times[kind], a, b)
+            say(f"  {key:22s} {paired.describe(r)}")
     record = {
         "command": ["python", "benchmarks/larq_step.py", *sys.argv[1:]],
         "machine": {"before": before, "after": after},
-        "workers": {n: {"info": infos[n], "step_seconds": times[n]} for n in times},
+        "workers": {
+            n: {"info": infos[n], "step_seconds": wall[n], "cpu_seconds": cpu[n]} for n in wall
+        },
         "ratios": ratios,
     }
     paired.write_json(args.out + ".json", record)

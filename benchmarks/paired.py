@@ -17,9 +17,13 @@ Worker side (in the benchmark script, run with the worker's arguments):
 
 Parent side:
 
-    workers = paired.start({"a": [python, script, "--worker", "a"], ...})
+    workers = paired.start({"a": ([python, script, "--worker", "a"], {}), ...})
     times = paired.interleave(workers, rounds=6, steps=3)
-    paired.ratio(times, "a", "b")  # {"median": ..., "min": ..., "max": ..., "rounds": [...]}
+    paired.ratio(times["wall"], "a", "b")  # {"median": ..., "min": ..., "rounds": [...], ...}
+
+Besides the wall-clock time of a step, a worker reports its process's CPU time during the
+step: on shared cores the wall-clock time also counts the time other processes held the
+cores, the CPU time mostly not.
 
 The worker protocol is one JSON object per line on the worker's stdout, after a marker
 (other output of the worker is passed on to the parent's stderr); the parent writes
@@ -57,12 +61,13 @@ def serve(info: dict, step: Callable[[], object]) -> None:
         if not command or command[0] == "quit":
             return
         steps = int(command[1])
-        times = []
+        wall, cpu = [], []
         for _ in range(steps):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             step()
-            times.append(time.perf_counter() - start)
-        _send({"times": times})
+            wall.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
+        _send({"wall": wall, "cpu": cpu})
 
 
 def _send(message: dict) -> None:
@@ -109,11 +114,16 @@ class Worker:
         self.info = self.receive()["info"]
         return self.info
 
-    def run(self, steps: int) -> list[float]:
-        """Time `steps` training steps in the worker; their durations in seconds."""
+    def run(self, steps: int) -> dict[str, list[float]]:
+        """Time `steps` training steps in the worker.
+
+        Returns:
+            `{"wall": [...], "cpu": [...]}`: each step's wall-clock time and the CPU time
+            of the worker process (all its threads) during it, in seconds.
+        """
         self.process.stdin.write(f"steps {steps}\n")
         self.process.stdin.flush()
-        return self.receive()["times"]
+        return self.receive()
 
     def close(self) -> None:
         """Ask the worker to quit and wait for it."""
@@ -156,20 +166,26 @@ def close(workers: dict[str, Worker]) -> None:
             worker.process.kill()
 
 
-def interleave(workers: dict[str, Worker], rounds: int, steps: int) -> dict[str, list[list[float]]]:
+def interleave(
+    workers: dict[str, Worker], rounds: int, steps: int
+) -> dict[str, dict[str, list[list[float]]]]:
     """Give the workers turns of `steps` steps for `rounds` rounds.
 
     The order of the turns is reversed in every other round, so that no contender always
-    runs first (right after another's turn) or last.
+    runs first (right after another's turn) or last, and neighbours in the order run
+    back to back.
 
     Returns:
-        `{name: [round 1 step times, round 2 step times, ...]}` in seconds.
+        `{"wall": {name: [round 1 step times, ...]}, "cpu": {...}}` in seconds: wall-clock
+        step times and the worker's CPU time per step.
     """
-    times = {name: [] for name in workers}
+    times = {"wall": {name: [] for name in workers}, "cpu": {name: [] for name in workers}}
     order = list(workers)
     for round_index in range(rounds):
         for name in order if round_index % 2 == 0 else order[::-1]:
-            times[name].append(workers[name].run(steps))
+            result = workers[name].run(steps)
+            for kind in times:
+                times[kind][name].append(result[kind])
         print(f"round {round_index + 1}/{rounds} done", file=sys.stderr, flush=True)
     return times
 
@@ -177,19 +193,28 @@ def interleave(workers: dict[str, Worker], rounds: int, steps: int) -> dict[str,
 def ratio(times: dict[str, list[list[float]]], numerator: str, denominator: str) -> dict:
     """The step-time ratio `numerator / denominator`, round by round.
 
+    Args:
+        times: `{name: [round 1 step times, ...]}` (one kind of `interleave`'s result).
+        numerator: A contender's name.
+        denominator: Another's.
+
     Returns:
         `{"rounds": [ratio of the round medians, ...], "median", "min", "max"}` over the
-        rounds, and `"pooled"`: the ratio of the medians of all steps.
+        rounds, `"q1"` and `"q3"` (quartiles of the rounds' ratios), and `"pooled"`: the
+        ratio of the medians of all steps.
     """
     per_round = [
         statistics.median(a) / statistics.median(b)
         for a, b in zip(times[numerator], times[denominator], strict=True)
     ]
+    quartiles = statistics.quantiles(per_round, n=4) if len(per_round) > 1 else per_round * 3
     return {
         "rounds": per_round,
         "median": statistics.median(per_round),
         "min": min(per_round),
         "max": max(per_round),
+        "q1": quartiles[0],
+        "q3": quartiles[2],
         "pooled": median_step(times[numerator]) / median_step(times[denominator]),
     }
 
@@ -210,3 +235,11 @@ def write_json(path: str, record: dict) -> None:
 def machine_state() -> dict:
     """CPU count and load averages (1, 5, 15 min), for the record of a run."""
     return {"cpus": os.cpu_count(), "loadavg": list(os.getloadavg())}
+
+
+def describe(r: dict) -> str:
+    """`ratio`'s result in one line: median, quartiles, range, pooled."""
+    return (
+        f"{r['median']:.3f}  quartiles [{r['q1']:.3f}, {r['q3']:.3f}]  range "
+        f"[{r['min']:.3f}, {r['max']:.3f}]  pooled {r['pooled']:.3f}"
+    )

@@ -1,6 +1,6 @@
 """Training-step time and trainable memory of SLB against its straight-through baseline.
 
-    python benchmarks/slb_step.py [--rounds 8] [--steps 2] [--batch 128] [--jit on|off]
+    python benchmarks/slb_step.py [--rounds 20] [--steps 1] [--batch 128] [--jit on|off]
     python benchmarks/slb_step.py --check   # memory only: build the models, no timing
 
 ResNet-20 (32x32x3, 10 classes; SLB's CIFAR-10 ResNet recipe) from `apps.models` in
@@ -69,7 +69,7 @@ def layer_memory(layer) -> dict:
     """The weights (SLB's logits or the latent kernel) and other trainable variables of a layer."""
     weights = [v for v in layer.trainable_variables if v.name in ("logits", "kernel")]
     others = [v for v in layer.trainable_variables if v.name not in ("logits", "kernel")]
-    return {"weights": variable_bytes(weights), "other": variable_bytes(others)}
+    return {"weights": list(variable_bytes(weights)), "other": list(variable_bytes(others))}
 
 
 def build(method: str, bits: int):
@@ -188,8 +188,8 @@ def memory_lines(infos: dict, bits: list[int]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--bits", type=int, nargs="+", choices=BITS, default=list(BITS))
     parser.add_argument("--jit", choices=("on", "off"), default="on")
@@ -246,21 +246,29 @@ def main() -> None:
         f"(1 min) {before['loadavg'][0]:.2f} before, {after['loadavg'][0]:.2f} after, "
         f"{before['cpus']} cores"
     )
-    say(f"{'worker':10s} {'median step (ms)':>17s} {'images/s':>9s}")
-    for n in times:
-        step = paired.median_step(times[n])
-        say(f"{n:10s} {1000 * step:17.1f} {args.batch / step:9.1f}")
-    say("SLB / STE step time: median of the rounds' ratios [min, max] (ratio of all-step medians)")
+    wall, cpu = times["wall"], times["cpu"]
+    say(f"{'worker':10s} {'median step (ms)':>17s} {'images/s':>9s} {'CPU time (ms)':>14s}")
+    for n in wall:
+        step = paired.median_step(wall[n])
+        say(
+            f"{n:10s} {1000 * step:17.1f} {args.batch / step:9.1f} {1000 * paired.median_step(cpu[n]):14.1f}"
+        )
     ratios = {}
-    for b in args.bits:
-        r = ratios[f"w{b}a{b}"] = paired.ratio(times, name("slb", b), name("ste", b))
-        say(f"  w{b}a{b}  {r['median']:.3f} [{r['min']:.3f}, {r['max']:.3f}] ({r['pooled']:.3f})")
+    for kind, label in (("wall", "step time"), ("cpu", "CPU time per step")):
+        say(f"SLB / STE {label}, over the rounds' medians:")
+        for b in args.bits:
+            r = ratios[f"w{b}a{b} {kind}"] = paired.ratio(
+                times[kind], name("slb", b), name("ste", b)
+            )
+            say(f"  w{b}a{b}  {paired.describe(r)}")
     for line in memory_lines(infos, args.bits):
         say(line)
     record = {
         "command": ["python", "benchmarks/slb_step.py", *sys.argv[1:]],
         "machine": {"before": before, "after": after},
-        "workers": {n: {"info": infos[n], "step_seconds": times[n]} for n in times},
+        "workers": {
+            n: {"info": infos[n], "step_seconds": wall[n], "cpu_seconds": cpu[n]} for n in wall
+        },
         "ratios": ratios,
     }
     paired.write_json(out + ".json", record)
