@@ -18,9 +18,10 @@ categorical cross-entropy, with and without `jit_compile=True`, and trained with
 Every (framework, jit) pair is a worker subprocess (`benchmarks/paired.py`); after the
 warm-up they take turns, `--steps` steps each, for `--rounds` rounds. The script checks
 that both frameworks built the same layers with the same weight shapes and parameter
-counts, prints the median step times and the lns_keras / larq ratio per jit setting
-(median over rounds, and its range), and writes the raw step times to
-`benchmarks/results/larq_step.json` and the printed summary to `larq_step.txt`.
+counts, prints the median step times (wall clock and the worker's CPU time) and the
+lns_keras / larq ratios per jit setting (median over the rounds, quartiles, range), and
+writes the raw step times to `benchmarks/results/larq_step.json` (`--out`) and the printed
+summary to `larq_step.txt`.
 """
 
 from __future__ import annotations

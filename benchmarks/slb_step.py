@@ -14,7 +14,8 @@ categorical cross-entropy, `train_on_batch` on one random batch.
 
 Every (method, bits) pair is a worker subprocess (`benchmarks/paired.py`); after the
 warm-up they take turns, `--steps` steps each, for `--rounds` rounds, and the SLB / STE
-ratio of the round medians is taken per bit width and round.
+ratio of the round medians is taken per bit width and round, for the wall-clock time and
+for the worker's CPU time.
 
 Memory: the trainable variables of the quantized layers (SLB's logits against the
 latent kernels; PACT's clip level counted apart), of the whole network, and the
