@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from apps import pipeline
+from apps import pipeline, train
 from lns_keras.slb import scheduled_temperature
 
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "fashion_mnist_slb"
@@ -78,6 +78,23 @@ def test_every_arm_trains_the_same_network_epochs_and_schedule(grid_dirs):
         assert pipeline.stage_mode(ste.stage, ste.weight_bits, ste.activation_bits) == mode
 
 
+def test_the_slb_arm_is_the_recipe_of_the_fashion_mnist_slb_flagfile(grid_dirs):
+    flagfile = EXPERIMENT.parents[1] / "apps" / "configs" / "fashion_mnist_slb.flags"
+    train.FLAGS.unparse_flags()
+    try:
+        train.FLAGS(["train.py", f"--flagfile={flagfile}"])
+        recipe = train.config_from_flags()
+    finally:
+        train.FLAGS.unparse_flags()
+    arm = runner.train_config(runner.Grid.from_environment(), "slb_w1a1", 0)
+    for name in ("dataset", "model", "stage", "weight_bits", "activation_bits", "epochs"):
+        assert getattr(arm, name) == getattr(recipe, name), name
+    for name in ("batch_size", "optimizer", "learning_rate", "schedule", "weight_decay"):
+        assert getattr(arm, name) == getattr(recipe, name), name
+    for name in runner.SLB:
+        assert getattr(arm, name) == getattr(recipe, name), name
+
+
 def test_a_test_override_never_writes_into_the_committed_results(monkeypatch):
     monkeypatch.delenv("LNS_SLB_RESULTS_DIR", raising=False)
     monkeypatch.setenv("LNS_SLB_TEST_OVERRIDE", json.dumps({"epochs": 1}))
@@ -99,14 +116,20 @@ def test_a_tiny_run_appends_its_row_and_is_skipped_or_recovered_on_rerun(
     )
     monkeypatch.setenv("LNS_SLB_TEST_OVERRIDE", json.dumps(override))
     results = grid_dirs / "results"
-    runner.main(["--only", "slb_w2a2", "--seeds", "0"])
-    (row,) = runner.read_rows(str(results / "runs.csv"))
-    assert list(row) == runner.FIELDS
-    assert all(row[field] != "" for field in runner.FIELDS), row
-    assert (row["arm"], row["method"], row["seed"], row["mode"]) == ("slb_w2a2", "slb", "0", "slb")
-    assert (row["weight_bits"], row["activation_bits"], row["epochs"]) == ("2", "2", "3")
-    assert 1 <= int(row["selected_epoch"]) <= epochs
-    assert 0 <= float(row["test_accuracy_selected"]) <= 1
+    arms = ["--only", "ste_w2a2,slb_w2a2", "--seeds", "0"]
+    runner.main(arms)
+    rows = runner.read_rows(str(results / "runs.csv"))
+    assert [r["arm"] for r in rows] == ["slb_w2a2", "ste_w2a2"]  # the grid's order
+    slb, ste = rows
+    assert list(slb) == runner.FIELDS
+    assert all(slb[field] != "" for field in runner.FIELDS), slb
+    slb_only = {"temperature_factor", "final_temperature", "hard_from_epoch", "fold_max_difference"}
+    assert {field for field in runner.FIELDS if ste[field] == ""} == slb_only
+    for row, method, mode in ((slb, "slb", "slb"), (ste, "ste", "dorefa")):
+        assert (row["method"], row["seed"], row["mode"]) == (method, "0", mode)
+        assert (row["weight_bits"], row["activation_bits"], row["epochs"]) == ("2", "2", "3")
+        assert 1 <= int(row["selected_epoch"]) <= epochs
+        assert 0 <= float(row["test_accuracy_selected"]) <= 1
     with open(results / "curves" / "slb_w2a2_s0.csv", newline="") as f:
         curve = list(csv.DictReader(f))
     temperatures = [float(r["temperature"]) for r in curve]
@@ -114,12 +137,13 @@ def test_a_tiny_run_appends_its_row_and_is_skipped_or_recovered_on_rerun(
         scheduled_temperature(e, epochs, factor=2.5, start=0.2, end=0.9)
         for e in range(1, epochs + 1)
     ]
-    assert float(row["final_temperature"]) == temperatures[-1]
+    assert float(slb["final_temperature"]) == temperatures[-1]
+    assert (results / "curves" / "ste_w2a2_s0.csv").is_file()
 
     capsys.readouterr()
-    runner.main(["--only", "slb_w2a2", "--seeds", "0"])  # its row exists: skipped
+    runner.main(arms)  # their rows exist: skipped
     assert "Every run is done." in capsys.readouterr().out
-    assert len(runner.read_rows(str(results / "runs.csv"))) == 1
+    assert runner.read_rows(str(results / "runs.csv")) == rows
 
     # A run that finished without its row (the runner died in between) gets the row from
     # its metrics.json, without training again.
@@ -127,7 +151,7 @@ def test_a_tiny_run_appends_its_row_and_is_skipped_or_recovered_on_rerun(
     runner.main(["--only", "slb_w2a2", "--seeds", "0"])
     (again,) = runner.read_rows(str(results / "runs.csv"))
     assert {k: v for k, v in again.items() if k != "commit"} == {
-        k: v for k, v in row.items() if k != "commit"
+        k: v for k, v in slb.items() if k != "commit"
     }
     assert "finished earlier" in capsys.readouterr().out
 
@@ -159,6 +183,12 @@ def _synthetic_results(folder: Path) -> None:
                     "method": arm.split("_")[0],
                     "seed": seed,
                     "epochs": 4,
+                    "optimizer": "adam",
+                    "learning_rate": 0.001,
+                    "schedule": "constant",
+                    "batch_size": 128,
+                    "validation_examples": 10000,
+                    "temperature_factor": 2.5 if slb else "",
                     "test_accuracy_selected": accuracy,
                     "selected_epoch": 4 - seed % 2,
                     "best_val_accuracy": accuracy + 0.001,
@@ -216,6 +246,7 @@ def test_report_statistics_match_scipy_and_the_page_says_what_they_say(tmp_path)
     assert "**W2/A2**: no difference between SLB and its straight-through baseline" in text
     assert "**W4/A4**: **SLB is worse than the straight-through baseline**" in text
     assert "incomplete" not in text and "abc1234" in text
+    assert "4 epochs for every arm" in text and "first 50,000" in text and "last 10,000" in text
 
     for name in ("slb_accuracy.png", "slb_temperature.png"):
         data = (plots / name).read_bytes()

@@ -298,14 +298,16 @@ def page(rows: list[dict], accuracy_png: str, temperature_png: str) -> str:
         else f"**incomplete: {len(rows)} of the grid's {expected} runs**"
     )
     hours = sum(float(r["seconds"]) for r in rows) / 3600
+    held_out = int(rows[0]["validation_examples"])
     slb_rows = [r for r in rows if r["method"] == "slb"]
     schedule = ""
     if slb_rows:
         schedule = (
-            f" SLB's inverse temperature ends at {_distinct(slb_rows, 'final_temperature')} "
+            f" SLB's inverse temperature grows ×{_distinct(slb_rows, 'temperature_factor')} "
+            f"per epoch inside its window, to {_distinct(slb_rows, 'final_temperature')} "
             f"and its kernels are hard from epoch {_distinct(slb_rows, 'hard_from_epoch')} on; "
-            f"the folded models predict as the searched ones (largest probability "
-            f"difference {max(float(r['fold_max_difference']) for r in slb_rows):.2g})."
+            "largest difference between the probabilities the searched and the folded "
+            f"models predict: {max(float(r['fold_max_difference']) for r in slb_rows):.2g}."
         )
     return f"""# Results: SLB against its straight-through baseline on Fashion-MNIST
 
@@ -326,10 +328,13 @@ already in `runs.csv` and resumes an interrupted one), and
   with the same bit flags: DoReFa k-bit weights, the same activation quantizer as SLB,
   `ste_sign` at 1 bit and PACT above) at W1/A1, W2/A2 and W4/A4, and the
   full-precision network.
-- **Training**: {_distinct(rows, "epochs")} epochs for every arm, Adam 10⁻³ (constant),
-  batch 128, from scratch, seeds {_distinct(rows, "seed")}.{schedule}
-- **Data**: trained on the first 50,000 Fashion-MNIST training images, validated after
-  every epoch on the last 10,000, tested once per run on the 10,000 test images.
+- **Training**: {_distinct(rows, "epochs")} epochs for every arm, from scratch, optimizer
+  {_distinct(rows, "optimizer")} at learning rate {_distinct(rows, "learning_rate")}
+  ({_distinct(rows, "schedule")} schedule), batch {_distinct(rows, "batch_size")}, seeds
+  {_distinct(rows, "seed")}.{schedule}
+- **Data**: trained on the first {60000 - held_out:,} Fashion-MNIST training images,
+  validated after every epoch on the last {held_out:,}, tested once per run on the
+  10,000 test images.
 - **Selection**: each run's model is the one of its best validation epoch; the test set
   chooses nothing. In all, {hours:.1f} hours of training on 2 CPU cores.
 

@@ -26,10 +26,17 @@ images. Each stage keeps the model of its best validation epoch and tests it
 (`test_accuracy_selected`, the number the report compares); the last epoch's model is
 tested too (`test_accuracy_last`; for SLB the folded model).
 
-Size. One SLB W4/A4 epoch of `fashion_net` (390 training steps of batch 128, 100
-recalibration batches, 79 validation batches) was measured by timing a few dozen steps
-of each part and extrapolating: EPOCH_SECONDS_NOTE. `EPOCHS` is chosen so that the 21
-runs fit in about 2.5 hours on 2 quiet cores.
+Size: 6 epochs, the epochs of `fashion_mnist_slb.flags`, so its temperature schedule
+holds unchanged (T = 1, 2.5, 6.25, 15.6, 39; hard kernels in epochs 5 and 6). One SLB
+W4/A4 epoch of `fashion_net` (390 training steps of batch 128, 100 recalibration
+batches, 79 validation batches) was measured part by part over a few dozen steps and
+extrapolated, on this project's 2-core machine while other jobs kept it loaded (load
+average 2.5-8): a training step costs 0.21 CPU-seconds (the same for SLB, STE and float;
+0.009 of it the input pipeline) and took 0.13 s at best on the wall, a recalibration
+batch 0.11 s, the validation 2.3 s; about 65 s per SLB epoch and 55 s per STE or float
+epoch on 2 quiet cores (97 and 85 CPU-seconds: the most they take if the two threads
+give no speed-up). With about 30 s per run besides (compilation, tests, folding,
+files), the 21 runs take about 2.25 hours (at most 3.3); 7 epochs would take 2.6.
 
 Runs go in order of seed, so three complete seeds of every arm come before anything
 else. Each finished run appends a row to `runs.csv` (rewritten atomically) and copies
@@ -83,7 +90,7 @@ ARMS = {
     "float": ("float", 32, 32),
 }
 SEEDS = (0, 1, 2)
-EPOCHS = 8
+EPOCHS = 6  # see the docstring's "Size"
 COMMON = dict(
     dataset="fashion_mnist",
     model="fashion_net",
@@ -112,6 +119,12 @@ FIELDS = [
     "weight_bits",
     "activation_bits",
     "epochs",
+    "optimizer",
+    "learning_rate",
+    "schedule",
+    "batch_size",
+    "validation_examples",
+    "temperature_factor",
     "test_accuracy_selected",
     "selected_epoch",
     "best_val_accuracy",
@@ -259,6 +272,12 @@ def _run_locked(grid: Grid, arm: str, seed: int) -> None:
             "weight_bits": weight_bits,
             "activation_bits": activation_bits,
             "epochs": result["epochs"],
+            "optimizer": config.optimizer,
+            "learning_rate": config.learning_rate,
+            "schedule": config.schedule,
+            "batch_size": config.batch_size,
+            "validation_examples": config.validation_examples,
+            "temperature_factor": config.temperature_factor if slb else "",
             "test_accuracy_selected": result["test_accuracy_selected"],
             "selected_epoch": result["selected_epoch"],
             "best_val_accuracy": result["selected_val_accuracy"],
