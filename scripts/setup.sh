@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 # The test oracle, larq 0.14, needs numpy<2 and tf.keras 2; the main environment has
 # numpy 2, which JAX needs. So larq gets a small environment of its own, which the tests
 # run in a subprocess (tests/larq_oracle.py). It takes the main environment's TensorFlow
-# release, so that the files one side saves the other reads as they were written.
+# release, so that the files one side saves the other reads as they were written. It also
+# holds larq-compute-engine, whose interpreter reads no input under numpy 2: the tests run
+# the 1-bit .tflite files there (tests/lce_interpreter.py).
 setup_larq_oracle() {
   local tf_version
   tf_version=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('tensorflow'))")
@@ -19,7 +21,8 @@ setup_larq_oracle() {
     python3 -m venv .venv-larq
   fi
   .venv-larq/bin/python -m pip install -q --upgrade pip
-  .venv-larq/bin/python -m pip install -q "larq==0.14.0" "numpy<2" "tensorflow==$tf_version" tf-keras
+  .venv-larq/bin/python -m pip install -q "larq==0.14.0" "numpy<2" "tensorflow==$tf_version" tf-keras \
+    larq-compute-engine
 }
 
 case "${1:-}" in

@@ -61,6 +61,17 @@ def python() -> str:
     return path
 
 
+def environment() -> dict[str, str]:
+    """The environment of the oracle's processes: tf.keras 2, quiet TensorFlow logs.
+
+    `KERAS_BACKEND` is dropped: the tests may run under JAX or PyTorch, the oracle is
+    TensorFlow's.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env.update(TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
+    return env
+
+
 def run(
     script: str, inputs: dict[str, np.ndarray], folder: str | os.PathLike, timeout: float = 300
 ) -> dict[str, np.ndarray]:
@@ -73,10 +84,9 @@ def run(
     np.savez(folder / "inputs.npz", **inputs)
     path = folder / "oracle.py"
     path.write_text(PRELUDE + textwrap.dedent(script) + EPILOGUE)
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
         [python(), str(path), str(folder)],
-        env=env,
+        env=environment(),
         capture_output=True,
         text=True,
         timeout=timeout,

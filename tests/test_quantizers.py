@@ -8,7 +8,6 @@ quantizer specs and results travel through `.npz` files.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import textwrap
 
@@ -173,10 +172,9 @@ def larq_results(tmp_path_factory) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     (folder / "specs.json").write_text(json.dumps(specs))
     np.savez(folder / "inputs.npz", **arrays)
     (folder / "oracle.py").write_text(_larq_script())
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     run = subprocess.run(
         [larq_oracle.python(), str(folder / "oracle.py"), str(folder)],
-        env=env,
+        env=larq_oracle.environment(),
         capture_output=True,
         text=True,
         timeout=300,
