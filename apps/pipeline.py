@@ -37,6 +37,7 @@ the time of every sitting.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -73,6 +74,7 @@ __all__ = [
     "BestOnValidation",
     "GRADIENT_PATHS",
     "TrainConfig",
+    "check_backend",
     "load_pretrained",
     "make_strategy",
     "run",
@@ -300,6 +302,7 @@ class TrainConfig:
         for flag in ("jit_compile", "export_tflite", "overwrite"):
             if not isinstance(getattr(self, flag), bool):
                 bad(flag, getattr(self, flag), "expected true or false")
+        check_backend(self)
         integer("epochs", 0)
         integer("baseline_epochs", 0, optional=True)
         integer("warm_start_epochs", 0)
@@ -467,11 +470,69 @@ def load_pretrained(path: str | None) -> keras.Model:
         ) from None
 
 
+def check_backend(config: TrainConfig, backend: str | None = None) -> None:
+    """Refuse the settings that need TensorFlow when Keras runs another backend.
+
+    The `tf.distribute` strategies (`strategy` other than `"auto"`) and the TFLite export
+    (`export_tflite`) are TensorFlow's; under JAX and PyTorch the apps train on one
+    device, or on JAX with `keras.distribution.DataParallel` over every device when
+    there are several (`strategy="auto"`), and leave the export to a TensorFlow process
+    (docs/guide/installation.md).
+
+    Args:
+        config: The run's configuration.
+        backend: The Keras backend; default: the one Keras runs.
+
+    Raises:
+        ValueError: For a TensorFlow-only setting off TensorFlow, naming the flag.
+    """
+    backend = backend or keras.backend.backend()
+    if backend == "tensorflow":
+        return
+    if config.strategy != "auto":
+        raise ValueError(
+            f"--strategy={config.strategy!r} is invalid: tf.distribute strategies need "
+            f"KERAS_BACKEND=tensorflow, and Keras runs {backend!r}. Under {backend!r} use "
+            "--strategy=auto (on JAX: keras.distribution.DataParallel over every device "
+            "when there are several)."
+        )
+    if config.export_tflite:
+        raise ValueError(
+            f"--export_tflite=True is invalid: the TFLite converters need "
+            f"KERAS_BACKEND=tensorflow, and Keras runs {backend!r}. Pass "
+            "--export_tflite=false (the default off TensorFlow), then export final.keras in "
+            "a TensorFlow process: lns_keras.export.to_tflite(keras.saving.load_model("
+            "'final.keras'), 'model.tflite')."
+        )
+
+
+class _KerasDistribution:
+    """`strategy="auto"` off TensorFlow, where tf.distribute has no say: `scope()` does
+    nothing, and on JAX with several devices Keras's `DataParallel` distribution splits
+    each batch across them."""
+
+    def __init__(self):
+        self.num_replicas_in_sync = 1
+        if keras.backend.backend() == "jax":
+            devices = keras.distribution.list_devices()
+            if len(devices) > 1:
+                keras.distribution.set_distribution(
+                    keras.distribution.DataParallel(devices=devices)
+                )
+                self.num_replicas_in_sync = len(devices)
+
+    def scope(self):
+        return contextlib.nullcontext()
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The `tf.distribute` strategy called `name`.
 
     `auto` is `MirroredStrategy` over every GPU when there are several, else the default
     strategy on the one device. `multi_worker_mirrored` reads the cluster from `TF_CONFIG`.
+    Off TensorFlow only `auto` is accepted (see [`check_backend`][apps.pipeline.check_backend]):
+    an object whose `scope()` does nothing, which on JAX with several devices sets
+    `keras.distribution.DataParallel` over all of them.
 
     Args:
         name: One of `STRATEGIES`.
@@ -480,8 +541,16 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         The strategy.
 
     Raises:
-        ValueError: For an unknown name.
+        ValueError: For an unknown name, or a name other than `auto` off TensorFlow.
     """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        if name != "auto":
+            raise ValueError(
+                f"--strategy={name!r} is invalid: tf.distribute strategies need "
+                f"KERAS_BACKEND=tensorflow, and Keras runs {backend!r}; use --strategy=auto."
+            )
+        return _KerasDistribution()
     if name == "auto":
         gpus = tf.config.list_logical_devices("GPU")
         return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
@@ -680,6 +749,11 @@ class _Run:
         self.config = config
         self.verbose = _keras_verbose(config.verbose)
         self.strategy = make_strategy(config.strategy)
+        backend = keras.backend.backend()
+        if backend != "tensorflow" and self.verbose:
+            replicas = self.strategy.num_replicas_in_sync
+            spread = f", DataParallel over {replicas} devices" if replicas > 1 else ""
+            print(f"Keras backend: {backend}{spread}", flush=True)
         self.chief = _is_chief(self.strategy)
         worker = getattr(getattr(self.strategy, "cluster_resolver", None), "task_id", 0)
         # Workers other than the chief write into their own scratch folder.

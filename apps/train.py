@@ -24,6 +24,7 @@ from apps import logs  # noqa: E402  (imports no TensorFlow)
 if __name__ == "__main__":
     logs.quiet_tensorflow(sys.argv)  # before TensorFlow is imported
 
+import keras  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from apps import data, models, pipeline  # noqa: E402
@@ -106,8 +107,19 @@ flags.DEFINE_integer(
     "Hold out the last N training examples for validation (0: validate on the test split).",
 )
 flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_string("strategy", "auto", f"One of {list(pipeline.STRATEGIES)}.")
-flags.DEFINE_boolean("jit_compile", False, "XLA-compile the train step.")
+flags.DEFINE_string(
+    "strategy",
+    "auto",
+    f"One of {list(pipeline.STRATEGIES)}; all but auto are tf.distribute strategies, "
+    "TensorFlow only (on JAX, auto spreads each batch over every device when there are "
+    "several).",
+)
+flags.DEFINE_boolean(
+    "jit_compile",
+    False,
+    "XLA-compile the train step. Default: false, but true under KERAS_BACKEND=jax, where "
+    "a step that is not compiled runs op by op.",
+)
 flags.DEFINE_string("data_dir", None, "tfds data folder.")
 flags.DEFINE_string(
     "fashion_mnist_dir", data.FASHION_MNIST_DIR, "Folder of the Fashion-MNIST IDX files."
@@ -115,7 +127,10 @@ flags.DEFINE_string(
 flags.DEFINE_integer("train_limit", None, "Use only the first N training examples.")
 flags.DEFINE_integer("test_limit", None, "Use only the first N test examples.")
 flags.DEFINE_boolean(
-    "export_tflite", True, "Write the float .tflite file, and the 1-bit one of a binary model."
+    "export_tflite",
+    True,
+    "Write the float .tflite file, and the 1-bit one of a binary model. TensorFlow only: "
+    "off by default under other Keras backends (KERAS_BACKEND).",
 )
 flags.DEFINE_string(
     "verbose",
@@ -147,6 +162,13 @@ def config_from_flags() -> pipeline.TrainConfig:
     values["rho"] = rho[0] if len(rho) == 1 else rho
     values["decay_epochs"] = _numbers("decay_epochs", FLAGS.decay_epochs, int)
     values["verbose"] = int(FLAGS.verbose) if FLAGS.verbose.isdigit() else FLAGS.verbose
+    # Defaults that depend on the Keras backend; a value given on the command line or in
+    # a flagfile stands (and a TensorFlow-only one is refused by pipeline.check_backend).
+    backend = keras.backend.backend()
+    if backend != "tensorflow" and not FLAGS["export_tflite"].present:
+        values["export_tflite"] = False
+    if backend == "jax" and not FLAGS["jit_compile"].present:
+        values["jit_compile"] = True
     return pipeline.TrainConfig(**values)
 
 

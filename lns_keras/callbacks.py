@@ -6,7 +6,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from lns_keras import context
+from lns_keras import _autodiff, context
 
 __all__ = ["FlipRate", "GradientReach", "HyperparameterScheduler", "binary_signs", "gradient_reach"]
 
@@ -121,13 +121,9 @@ class FlipRate(keras.callbacks.Callback):
 def _local_derivative(layer):
     """∂ q(a(z)) / ∂z elementwise at the mapping's raw output z, with `q` the layer's kernel
     quantizer (its pseudo-gradient) and `a` the mapping's output activation."""
-    import tensorflow as tf  # the pseudo-gradients are custom gradients: read them by autodiff
-
-    z = tf.convert_to_tensor(layer.mapping.pre_activation(layer.kernel))
-    with tf.GradientTape() as tape:
-        tape.watch(z)
-        out = layer.kernel_quantizer(layer.mapping.activate(z))
-    return keras.ops.convert_to_numpy(tape.gradient(out, z, output_gradients=tf.ones_like(out)))
+    # The pseudo-gradients are custom gradients: read them by autodiff.
+    z = layer.mapping.pre_activation(layer.kernel)
+    return _autodiff.vjp(lambda z: layer.kernel_quantizer(layer.mapping.activate(z)), z)
 
 
 def gradient_reach(model: keras.Model) -> dict[str, dict[str, float]]:

@@ -5,6 +5,15 @@ format="tf_saved_model")`) and converted either by larq-compute-engine (`lce=Tru
 binary convolutions become `LceBconv2d` ops with bit-packed weights) or by TensorFlow's
 own TFLite converter. The file is written under a temporary name and moved into place,
 so a crash never leaves half a file at `path`.
+
+Both converters are TensorFlow's, so `to_tflite` needs the TensorFlow backend. A model
+trained under JAX or PyTorch is saved as a `.keras` file, which loads under TensorFlow
+with the same predictions, and exported there:
+
+```bash
+KERAS_BACKEND=tensorflow python -c "import keras, lns_keras; lns_keras.export.to_tflite(
+    keras.saving.load_model('folded.keras'), 'model.tflite')"
+```
 """
 
 from __future__ import annotations
@@ -124,6 +133,8 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, lce: bool = True) -> 
         The path written.
 
     Raises:
+        RuntimeError: Under a Keras backend other than TensorFlow (the converters are
+            TensorFlow's); the message says how to export from a `.keras` file.
         ValueError: If `model` still has LNS layers.
         ImportError: If `lce=True` and larq-compute-engine is not installed.
         OSError: If `path` cannot be written.
@@ -137,6 +148,15 @@ def to_tflite(model: keras.Model, path: str | os.PathLike, lce: bool = True) -> 
         lns_keras.export.to_tflite(lns_keras.convert.fold(lns_model), "model.tflite")
         ```
     """
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"to_tflite converts with TensorFlow's converters and needs the TensorFlow "
+            f"backend; Keras runs the {backend!r} backend here. Save the model "
+            "(model.save('folded.keras')) and export it in a process started with "
+            "KERAS_BACKEND=tensorflow: lns_keras.export.to_tflite("
+            "keras.saving.load_model('folded.keras'), 'model.tflite')."
+        )
     lns_layers = [layer.name for layer in model._flatten_layers() if is_lns_layer(layer)]
     if lns_layers:
         raise ValueError(

@@ -106,9 +106,9 @@ def pact(x, alpha, k_bit: int = 2):
     \quad n = 2^k - 1$$
 
     The rounding passes the gradient straight through, so
-    $\partial q/\partial x = 1$ for $0 < x < \alpha$, else 0, and
-    $\partial q/\partial \alpha = 1$ for $x > \alpha$, else 0 (PACT's Eq. 3; at the
-    two ties, $x = 0$ and $x = \alpha$, the gradient is the backend's).
+    $\partial q/\partial x = 1$ for $0 < x \le \alpha$, else 0, and
+    $\partial q/\partial \alpha = 1$ for $x > \alpha$, else 0 (PACT's Eq. 3, with
+    the tie $x = \alpha$ counted inside, the same on every backend).
 
     Args:
         x: Input tensor.
@@ -124,7 +124,10 @@ def pact(x, alpha, k_bit: int = 2):
     """
     _check_k_bit(k_bit)
     steps = 2**k_bit - 1
-    clipped = ops.minimum(ops.relu(x), alpha)  # PACT Eq. 1; its gradient reaches alpha
+    # PACT Eq. 1; its gradient reaches alpha. A `where`, not `minimum`: at the tie
+    # x = alpha, JAX's and PyTorch's minimum split the gradient in halves.
+    alpha = ops.convert_to_tensor(alpha)  # a variable's value: jnp.where takes no variable
+    clipped = ops.where(ops.greater(x, alpha), alpha, ops.relu(x))
     # The step is held constant in backprop: alpha's gradient comes from the clip only.
     step = ops.stop_gradient(alpha) / steps
     return _straight_through_round(clipped / step) * step

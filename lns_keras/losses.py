@@ -106,6 +106,8 @@ def corrected_loss(q_hat, q_noisy, rho_pos: float, rho_neg: float):
 def _corrected_loss(q_hat, q_noisy, rho_pos: float, rho_neg: float):
     """Eq. 15 without the checks of `corrected_loss`, for callers whose labels are ±1 by
     construction (the LNS layers pass `sign(W)`), so nothing runs outside the math."""
+    if isinstance(q_hat, np.ndarray):  # an array minus a torch tensor is a TypeError
+        q_hat = ops.convert_to_tensor(q_hat)
     q_noisy = ops.cast(q_noisy, q_hat.dtype)
     positive = ops.greater(q_noisy, 0)
     rho_same = ops.where(positive, rho_pos, rho_neg)  # ρ_{q̃}

@@ -765,7 +765,10 @@ class DoReFa(Quantizer):
 
     def call(self, inputs):
         if self.mode == "activations":
-            inputs = ops.clip(inputs, 0.0, 1.0)
+            # clip(x, 0, 1) whose gradient is 1 on [0, 1], both ends included, as larq's
+            # tf.clip_by_value has it on every backend (jnp.clip halves it at the ends).
+            x = _as_tensor(inputs)
+            inputs = ops.where(ops.less(x, 0.0), 0.0, ops.where(ops.greater(x, 1.0), 1.0, x))
         elif self.mode == "weights":
             inputs = self._weight_preprocess(inputs)
         else:  # changed after construction

@@ -74,7 +74,7 @@ def kernel_scale_factor(kernel, kernel_scale: str | None, channel_axes: int | tu
         return None
     # Averaged in float64: then the mean of a folded kernel, ±s everywhere, is exactly s,
     # and a folded model predicts exactly what its LNS model predicts.
-    magnitude = ops.abs(ops.cast(kernel, "float64"))
+    magnitude = ops.abs(ops.cast(kernel, _widest_float()))
     if kernel_scale == "layer":
         scale = ops.mean(magnitude)
     else:
@@ -85,6 +85,16 @@ def kernel_scale_factor(kernel, kernel_scale: str | None, channel_axes: int | tu
         scale = ops.reshape(scale, (-1,))
     scale = ops.cast(scale, kernel.dtype)
     return ops.stop_gradient(scale)
+
+
+def _widest_float() -> str:
+    """float64, or float32 under JAX without x64 (which would truncate it, with a warning)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if not jax.config.jax_enable_x64:
+            return "float32"
+    return "float64"
 
 
 def _starves_unconstrained(quantizer) -> bool:
