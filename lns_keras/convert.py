@@ -203,11 +203,11 @@ def to_lns(model: keras.Model, *, include_dense: bool = True, **lns_kwargs: Any)
     clone = _clone(model, clone_function)
     for old, new in zip(model.layers, clone.layers):
         if is_lns_layer(new) and not is_lns_layer(old):
-            # Copied through NumPy: under JAX, assigning one variable to another shares
-            # its buffer, which the next compiled step of either model may donate (free).
-            new.kernel.assign(keras.ops.convert_to_numpy(old.kernel))
+            # Copies: under JAX, assigning one variable to another shares its buffer,
+            # which the next compiled step of either model may donate (free).
+            new.kernel.assign(keras.ops.copy(old.kernel))
             if old.use_bias:
-                new.bias.assign(keras.ops.convert_to_numpy(old.bias))
+                new.bias.assign(keras.ops.copy(old.bias))
             new.snapshot_labels()
     return clone
 
@@ -265,7 +265,7 @@ def fold(model: keras.Model) -> keras.Model:
         scale = kernel_scale_factor(old.kernel, old.kernel_scale)
         new.kernel.assign(binary if scale is None else binary * keras.ops.convert_to_numpy(scale))
         if old.use_bias:
-            new.bias.assign(keras.ops.convert_to_numpy(old.bias))  # a copy, as in to_lns
+            new.bias.assign(keras.ops.copy(old.bias))  # a copy, as in to_lns
     return clone
 
 

@@ -535,7 +535,7 @@ def fold(model: keras.Model) -> keras.Model:
         new.kernel.assign(old.hard_kernel())
         if old.use_bias:
             # A copy: under JAX a shared buffer may be donated (freed) by either model.
-            new.bias.assign(keras.ops.convert_to_numpy(old.bias))
+            new.bias.assign(keras.ops.copy(old.bias))
         if old.input_quantizer is not None and hasattr(old.input_quantizer, "get_weights"):
             new.input_quantizer.set_weights(old.input_quantizer.get_weights())
     return clone

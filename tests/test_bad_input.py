@@ -33,6 +33,12 @@ def _raises(*names):
 # --- alpha, rho, mapping_width of the LNS layers ------------------------------------
 
 
+def _shown(value) -> str:
+    """How an error message shows `value`: a NumPy scalar as the number it holds, on
+    NumPy 1 and 2 alike (NumPy 2's repr is `np.float32(nan)`)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 @pytest.mark.parametrize("make", LAYERS, ids=LAYER_IDS)
 @pytest.mark.parametrize(
     "alpha, expected",
@@ -50,7 +56,7 @@ def test_alpha_accepts_real_numbers_and_stores_a_float(make, alpha, expected):
     [True, False, float("inf"), float("-inf"), float("nan"), np.float32("nan"), -1.0, "1", None],
 )
 def test_alpha_rejects_what_is_not_a_finite_real_number_at_least_zero(make, alpha):
-    with _raises("`alpha`", f"alpha={alpha!r}"):
+    with _raises("`alpha`", f"alpha={_shown(alpha)}"):
         make(alpha=alpha)
 
 
@@ -124,7 +130,7 @@ def test_mapping_width_accepts_integers_and_stores_an_int(make, width):
 @pytest.mark.parametrize("make", LAYERS, ids=LAYER_IDS)
 @pytest.mark.parametrize("width", [True, 0, -2, 2.0, np.float32(2), "2", None])
 def test_mapping_width_rejects_what_is_not_a_positive_integer(make, width):
-    with _raises("`mapping_width`", f"mapping_width={width!r}"):
+    with _raises("`mapping_width`", f"mapping_width={_shown(width)}"):
         make(mapping_width=width)
 
 
