@@ -141,19 +141,10 @@ def main() -> None:
         finally:
             paired.close(workers)
         after = paired.machine_state()
-        say(
-            f"{args.rounds} rounds x {args.steps} steps per worker, interleaved; load average "
-            f"(1 min) {before['loadavg'][0]:.2f} before, {after['loadavg'][0]:.2f} after, "
-            f"{before['cpus']} cores"
+        paired.report_steps(
+            say, times, args.rounds, args.steps, args.batch, before, after, width=22
         )
         wall, cpu = times["wall"], times["cpu"]
-        say(f"{'worker':22s} {'median step (ms)':>17s} {'images/s':>9s} {'CPU time (ms)':>14s}")
-        for n in wall:
-            step = paired.median_step(wall[n])
-            say(
-                f"{n:22s} {1000 * step:17.1f} {args.batch / step:9.1f} "
-                f"{1000 * paired.median_step(cpu[n]):14.1f}"
-            )
         reference = f"{network} {REFERENCE}"
         ratios = {}
         for kind, label in (("wall", "step time"), ("cpu", "CPU time per step")):

@@ -236,18 +236,8 @@ def main() -> None:
         paired.close(workers)
 
     after = paired.machine_state()
-    say(
-        f"{args.rounds} rounds x {args.steps} steps per worker, interleaved; load average "
-        f"(1 min) {before['loadavg'][0]:.2f} before, {after['loadavg'][0]:.2f} after, "
-        f"{before['cpus']} cores"
-    )
+    paired.report_steps(say, times, args.rounds, args.steps, args.batch, before, after, width=18)
     wall, cpu = times["wall"], times["cpu"]
-    say(f"{'worker':18s} {'median step (ms)':>17s} {'images/s':>9s} {'CPU time (ms)':>14s}")
-    for n in wall:
-        step = paired.median_step(wall[n])
-        say(
-            f"{n:18s} {1000 * step:17.1f} {args.batch / step:9.1f} {1000 * paired.median_step(cpu[n]):14.1f}"
-        )
     pairs = {
         f"lns_keras/larq {'xla' if j else 'no-xla'}": (name("lns_keras", j), name("larq", j))
         for j in jits

@@ -243,3 +243,31 @@ def describe(r: dict) -> str:
         f"{r['median']:.3f}  quartiles [{r['q1']:.3f}, {r['q3']:.3f}]  range "
         f"[{r['min']:.3f}, {r['max']:.3f}]  pooled {r['pooled']:.3f}"
     )
+
+
+def report_steps(
+    say: Callable[[str], None],
+    times: dict,
+    rounds: int,
+    steps: int,
+    batch: int,
+    before: dict,
+    after: dict,
+    width: int,
+) -> None:
+    """Print the run's conditions (rounds, load before and after) and, per contender, the
+    median step time, images per second and CPU time per step; `width` is the name
+    column's."""
+    say(
+        f"{rounds} rounds x {steps} steps per worker, interleaved; load average "
+        f"(1 min) {before['loadavg'][0]:.2f} before, {after['loadavg'][0]:.2f} after, "
+        f"{before['cpus']} cores"
+    )
+    wall, cpu = times["wall"], times["cpu"]
+    say(f"{'worker':{width}s} {'median step (ms)':>17s} {'images/s':>9s} {'CPU time (ms)':>14s}")
+    for n in wall:
+        step = median_step(wall[n])
+        say(
+            f"{n:{width}s} {1000 * step:17.1f} {batch / step:9.1f} "
+            f"{1000 * median_step(cpu[n]):14.1f}"
+        )

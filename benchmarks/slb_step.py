@@ -242,18 +242,8 @@ def main() -> None:
         f"ResNet-20, 32x32x3, batch {args.batch}, SGD momentum, jit_compile={jit}: SLB "
         "(SLBQuantConv2D) against STE (QuantConv2D, DoReFa weights), same activation quantizer"
     )
-    say(
-        f"{args.rounds} rounds x {args.steps} steps per worker, interleaved; load average "
-        f"(1 min) {before['loadavg'][0]:.2f} before, {after['loadavg'][0]:.2f} after, "
-        f"{before['cpus']} cores"
-    )
+    paired.report_steps(say, times, args.rounds, args.steps, args.batch, before, after, width=10)
     wall, cpu = times["wall"], times["cpu"]
-    say(f"{'worker':10s} {'median step (ms)':>17s} {'images/s':>9s} {'CPU time (ms)':>14s}")
-    for n in wall:
-        step = paired.median_step(wall[n])
-        say(
-            f"{n:10s} {1000 * step:17.1f} {args.batch / step:9.1f} {1000 * paired.median_step(cpu[n]):14.1f}"
-        )
     ratios = {}
     for kind, label in (("wall", "step time"), ("cpu", "CPU time per step")):
         say(f"SLB / STE {label}, over the rounds' medians:")

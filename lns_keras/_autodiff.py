@@ -56,6 +56,7 @@ def vjp(fn: Callable, x, upstream=None) -> np.ndarray:
         dy = torch.ones_like(y) if upstream is None else torch.as_tensor(upstream, dtype=y.dtype)
         (grad,) = torch.autograd.grad(y, x_tensor, grad_outputs=dy.to(y.device), allow_unused=True)
     else:
+        # Keras's other backends (numpy, openvino) have no automatic differentiation.
         raise NotImplementedError(
             f"No gradient for the Keras backend {backend!r}: lns_keras differentiates under "
             "'tensorflow', 'jax' and 'torch'."

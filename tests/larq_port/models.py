@@ -51,6 +51,7 @@ class LayerProfile:
 
     def weight_count(self, bitwidth: int | None = None, trainable: bool | None = None) -> int:
         if bitwidth is not None and trainable is not None:
+            # larq's tests never ask for both; refusing beats answering a wrong count.
             raise NotImplementedError("LayerStats keeps no trainable count per bit width.")
         if bitwidth is not None:
             return self._stats.params.get(bitwidth, 0)
