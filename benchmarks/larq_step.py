@@ -1,7 +1,14 @@
 """Training-step time of a ResNet-20 BNN in lns_keras (Keras 3) against larq 0.14 (tf.keras 2).
 
     python benchmarks/larq_step.py [--rounds 30] [--steps 1] [--batch 128] [--jit on off]
+                                   [--model resnet20|binarynet] [--control]
     python benchmarks/larq_step.py --check   # build both, compare the layers, no timing
+
+`--model binarynet` times larq's BinaryNet CIFAR-10 example instead (six wide binary
+convs, two binary dense layers: `binarynet`). `--control` adds a third worker per jit
+setting, the same network in plain Keras 3 with every layer full precision: the floor a
+Keras 3 BNN built from float convolutions could reach, against which the quantizers' own
+cost is read (`lns_keras/keras float`).
 
 The same network is written once (`resnet20_bnn`) and built twice: with
 `lns_keras.QuantConv2D` on Keras 3, and with `larq.layers.QuantConv2D` on tf.keras 2 in
@@ -36,6 +43,9 @@ sys.path.insert(0, ROOT)
 from benchmarks import paired  # noqa: E402
 
 FRAMEWORKS = ("lns_keras", "larq")
+CONTROL = "keras_float"
+"""The `--control` worker: the same network in plain Keras 3, every layer full precision."""
+QUANTIZER_ARGS = ("input_quantizer", "kernel_quantizer", "kernel_constraint")
 BINARY_CONV_ARGS = {
     "input_quantizer": "ste_sign",
     "kernel_quantizer": "ste_sign",
@@ -78,6 +88,39 @@ def resnet20_bnn(layers, quant_conv, input_shape=(32, 32, 3), num_classes: int =
     return inputs, outputs
 
 
+def binarynet(layers, quant_conv, quant_dense, input_shape=(32, 32, 3), num_classes: int = 10):
+    """BinaryNet for CIFAR-10 (Courbariaux et al., 2016) as larq's own example writes it.
+
+    Six binary 3x3 convs (128, 128, 256, 256, 512, 512 filters; the first with a float
+    input), max pooling after every second, two binary dense layers of 1024 units and a
+    binary classifier, each followed by batch normalization without scale; `ste_sign` on
+    inputs and kernels, `weight_clip`, no bias. The issue's "6-conv BNN".
+    """
+    kwargs = {"kernel_quantizer": "ste_sign", "kernel_constraint": "weight_clip", "use_bias": False}
+    binary = {"input_quantizer": "ste_sign", **kwargs}
+
+    def batch_norm(name):
+        return layers.BatchNormalization(momentum=0.999, scale=False, name=name)
+
+    inputs = layers.Input(input_shape, name="image")
+    x = inputs
+    for i, filters in enumerate((128, 128, 256, 256, 512, 512)):
+        args = kwargs if i == 0 else binary
+        x = quant_conv(filters, 3, padding="same", name=f"conv{i + 1}", **args)(x)
+        if i % 2 == 1:
+            x = layers.MaxPool2D(2, name=f"pool{i // 2 + 1}")(x)
+        x = batch_norm(f"conv{i + 1}_bn")(x)
+    x = layers.Flatten(name="flatten")(x)
+    for i, units in enumerate((1024, 1024, num_classes)):
+        x = quant_dense(units, name=f"dense{i + 1}", **binary)(x)
+        x = batch_norm(f"dense{i + 1}_bn")(x)
+    outputs = layers.Activation("softmax", name="softmax")(x)
+    return inputs, outputs
+
+
+MODELS = {"resnet20": "ResNet-20 BNN", "binarynet": "BinaryNet (6 binary convs)"}
+
+
 def _shapes(weights) -> list[list[int]]:
     return [[int(d) for d in w.shape] for w in weights]
 
@@ -92,7 +135,7 @@ def _size(weights) -> int:
     return total
 
 
-def worker(framework: str, jit: bool, batch: int, check: bool) -> None:
+def worker(framework: str, jit: bool, batch: int, check: bool, model_name: str) -> None:
     """Build, compile and warm up one model, then serve `paired`'s timing requests."""
     import numpy as np
 
@@ -101,19 +144,37 @@ def worker(framework: str, jit: bool, batch: int, check: bool) -> None:
         import tensorflow as tf
         import tf_keras
 
-        keras, quant_conv = tf.keras, larq.layers.QuantConv2D
+        keras, quant_conv, quant_dense = tf.keras, larq.layers.QuantConv2D, larq.layers.QuantDense
         versions = {"larq": larq.__version__, "keras": tf_keras.__version__}
+    elif framework == CONTROL:
+        import keras
+
+        def _float(layer_class):
+            def build(*args, **kwargs):
+                for key in QUANTIZER_ARGS:
+                    kwargs.pop(key, None)
+                return layer_class(*args, **kwargs)
+
+            return build
+
+        quant_conv, quant_dense = _float(keras.layers.Conv2D), _float(keras.layers.Dense)
+        versions = {"keras": keras.__version__}
     else:
         import keras
 
         import lns_keras
 
-        quant_conv, versions = lns_keras.QuantConv2D, {"keras": keras.__version__}
+        quant_conv, quant_dense = lns_keras.QuantConv2D, lns_keras.QuantDense
+        versions = {"keras": keras.__version__}
     import tensorflow as tf
 
     versions["tensorflow"] = tf.__version__
     keras.utils.set_random_seed(0)
-    model = keras.Model(*resnet20_bnn(keras.layers, quant_conv), name=f"resnet20_bnn_{framework}")
+    if model_name == "binarynet":
+        graph = binarynet(keras.layers, quant_conv, quant_dense)
+    else:
+        graph = resnet20_bnn(keras.layers, quant_conv)
+    model = keras.Model(*graph, name=f"{model_name}_{framework}")
     model.compile(
         optimizer=keras.optimizers.Adam(1e-3),
         loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -146,15 +207,19 @@ def larq_python() -> str:
     return python()
 
 
-def commands(jits: list[bool], batch: int, check: bool) -> dict:
-    """`paired.start`'s commands: one worker per (framework, jit)."""
+def commands(
+    jits: list[bool], batch: int, check: bool, model: str = "resnet20", control: bool = False
+) -> dict:
+    """`paired.start`'s commands: one worker per (framework, jit), `CONTROL` if `control`."""
     script = os.path.abspath(__file__)
-    interpreters = {"lns_keras": sys.executable, "larq": larq_python()}
-    envs = {"lns_keras": {"TF_USE_LEGACY_KERAS": "0"}, "larq": {"TF_USE_LEGACY_KERAS": "1"}}
+    interpreters = {"lns_keras": sys.executable, "larq": larq_python(), CONTROL: sys.executable}
+    keras3 = {"TF_USE_LEGACY_KERAS": "0"}
+    envs = {"lns_keras": keras3, "larq": {"TF_USE_LEGACY_KERAS": "1"}, CONTROL: keras3}
     result = {}
     for jit in jits:
-        for framework in FRAMEWORKS:
+        for framework in FRAMEWORKS + ((CONTROL,) if control else ()):
             argv = [interpreters[framework], script, "--worker", framework, "--batch", str(batch)]
+            argv += ["--model", model]
             argv += ["--jit", "on" if jit else "off"] + (["--check"] if check else [])
             result[name(framework, jit)] = (argv, envs[framework])
     return result
@@ -168,10 +233,10 @@ def compare(workers: dict) -> list[str]:
     """What differs between the lns_keras and larq models (empty when they are the same).
 
     Layer by layer: the name, the weight shapes, and the class for the quantized convs
-    (both `QuantConv2D`); then the parameter counts.
+    (both `QuantConv2D`); then the parameter counts. The `CONTROL` worker is left out.
     """
     problems = []
-    infos = list(workers.values())
+    infos = [info for info in workers.values() if info["framework"] in FRAMEWORKS]
     for info in infos:
         if info["framework"] != infos[0]["framework"]:
             a, b = infos[0], info
@@ -194,17 +259,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--jit", nargs="+", choices=("on", "off"), default=["on", "off"])
+    parser.add_argument("--model", choices=tuple(MODELS), default="resnet20")
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="also time the same network in plain Keras 3 with every layer full precision",
+    )
     parser.add_argument("--check", action="store_true", help="build and compare, no timing")
-    parser.add_argument("--worker", choices=FRAMEWORKS, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=FRAMEWORKS + (CONTROL,), help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "larq_step"))
     args = parser.parse_args()
     jits = [j == "on" for j in args.jit]
     if args.worker:
-        worker(args.worker, jits[0], args.batch, args.check)
+        worker(args.worker, jits[0], args.batch, args.check, args.model)
         return
 
     before = paired.machine_state()
-    workers = paired.start(commands(jits[:1] if args.check else jits, args.batch, args.check))
+    workers = paired.start(
+        commands(jits[:1] if args.check else jits, args.batch, args.check, args.model, args.control)
+    )
     lines = []
 
     def say(line: str) -> None:
@@ -215,7 +288,7 @@ def main() -> None:
         infos = {n: w.info for n, w in workers.items()}
         first = next(iter(infos.values()))
         say(
-            f"ResNet-20 BNN, 32x32x3, batch {args.batch}, Adam: {first['params']:,} parameters "
+            f"{MODELS[args.model]}, 32x32x3, batch {args.batch}, Adam: {first['params']:,} parameters "
             f"({first['trainable_params']:,} trainable), {len(first['layers'])} layers"
         )
         for n, info in infos.items():
@@ -242,6 +315,11 @@ def main() -> None:
         f"lns_keras/larq {'xla' if j else 'no-xla'}": (name("lns_keras", j), name("larq", j))
         for j in jits
     }
+    if args.control:
+        for j in jits:
+            tag = "xla" if j else "no-xla"
+            pairs[f"keras float/larq {tag}"] = (name(CONTROL, j), name("larq", j))
+            pairs[f"lns_keras/keras float {tag}"] = (name("lns_keras", j), name(CONTROL, j))
     if len(jits) == 2:
         for framework in FRAMEWORKS:
             pairs[f"{framework} xla/no-xla"] = (name(framework, True), name(framework, False))
@@ -250,7 +328,7 @@ def main() -> None:
         say(f"{label} ratio, over the rounds' medians:")
         for key, (a, b) in pairs.items():
             ratios[f"{key} {kind}"] = r = paired.ratio(times[kind], a, b)
-            say(f"  {key:22s} {paired.describe(r)}")
+            say(f"  {key:28s} {paired.describe(r)}")
     record = {
         "command": ["python", "benchmarks/larq_step.py", *sys.argv[1:]],
         "machine": {"before": before, "after": after},

@@ -68,3 +68,43 @@ def test_slb_step_counts_two_to_the_bits_logits_per_ste_weight(bits):
     layer = next(iter(slb["quantized_layers"]))
     slb["quantized_layers"][layer]["weights"][0] += 1
     assert [layer in p for p in slb_step.memory_problems(infos, [bits])] == [True]
+
+
+def test_larq_step_compare_leaves_the_float_control_out():
+    # The control is plain Keras 3 (Conv2D where the BNN has QuantConv2D): not compared.
+    infos = _infos()
+    control = copy.deepcopy(infos["lns_keras xla"])
+    control["framework"] = larq_step.CONTROL
+    control["layers"][1][1] = "Conv2D"
+    infos[larq_step.name(larq_step.CONTROL, True)] = control
+    assert larq_step.compare(infos) == []
+
+
+def test_larq_step_binarynet_is_larqs_example_and_its_float_control_has_the_same_weights():
+    import keras
+
+    import lns_keras
+
+    bnn = keras.Model(
+        *larq_step.binarynet(keras.layers, lns_keras.QuantConv2D, lns_keras.QuantDense)
+    )
+    # larq 0.14 builds 14,033,566 parameters for the same definition (--check prints it).
+    assert bnn.count_params() == 14_033_566
+    assert sum(isinstance(layer, lns_keras.QuantConv2D) for layer in bnn.layers) == 6
+    assert bnn.get_layer("conv1").input_quantizer is None
+    assert bnn.get_layer("conv2").input_quantizer is not None
+
+    def floating(cls):
+        def build(*args, **kwargs):
+            for key in larq_step.QUANTIZER_ARGS:
+                kwargs.pop(key, None)
+            return cls(*args, **kwargs)
+
+        return build
+
+    control = keras.Model(
+        *larq_step.binarynet(
+            keras.layers, floating(keras.layers.Conv2D), floating(keras.layers.Dense)
+        )
+    )
+    assert [w.shape for w in control.weights] == [w.shape for w in bnn.weights]
