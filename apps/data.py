@@ -42,9 +42,15 @@ it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # not POSIX
+    fcntl = None
 
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -361,10 +367,43 @@ def _imagenet_eval(jpeg):
 
 
 def _prepared_builder(name: str, data_dir, fashion_mnist_dir) -> tfds.core.DatasetBuilder:
-    """tfds's builder for `name`, prepared in `data_dir` if it was not yet."""
+    """tfds's builder for `name`, prepared in `data_dir` if it was not yet.
+
+    Two processes that find the dataset unprepared (two trainings, or test workers,
+    started at once on a fresh machine) take turns: the first prepares it while holding
+    `_preparing`'s lock, the second then finds it prepared.
+    """
     builder = tfds.builder(name, data_dir=data_dir)
     if builder.is_prepared():
         return builder
+    with _preparing(builder.data_dir_root, name):
+        builder = tfds.builder(name, data_dir=data_dir)
+        if builder.is_prepared():  # another process prepared it meanwhile
+            return builder
+        return _prepare(builder, name, data_dir, fashion_mnist_dir)
+
+
+@contextlib.contextmanager
+def _preparing(data_dir_root, name: str) -> Iterator[None]:
+    """Hold an exclusive lock on `<data_dir_root>/.<name>.lock` (local folders on POSIX).
+
+    A remote `data_dir` (`gs://...`) or a system without `fcntl` is not locked: tfds's own
+    behaviour there.
+    """
+    root = str(data_dir_root)
+    if fcntl is None or "://" in root:
+        yield
+        return
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, f".{name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _prepare(builder, name: str, data_dir, fashion_mnist_dir) -> tfds.core.DatasetBuilder:
     if name == "fashion_mnist":
         _prepare_fashion_mnist(builder, epath.Path(fashion_mnist_dir))
         return tfds.builder(name, data_dir=data_dir)  # reads the info just written

@@ -1,4 +1,12 @@
-"""Shared test setup: quiet TensorFlow logs, deterministic seeds, the backend child runs."""
+"""Shared test setup: quiet TensorFlow logs, deterministic seeds, the backend child runs.
+
+README's test command runs the suite on pytest-xdist workers (`-n auto`: one per CPU,
+at most `MAX_WORKERS`). The child runs of `tests/test_backends.py` (`backend_runs`) then
+start in the worker that runs those tests, which go first and as one group (`--dist
+loadgroup`, in pyproject.toml), so that the other workers run the rest of the suite
+meanwhile. In one process (plain `pytest`) they start in the background once collection
+is done and those tests go last.
+"""
 
 import os
 
@@ -9,6 +17,17 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 BACKENDS_TESTS = "test_backends.py"
+MAX_WORKERS = 4
+"""Each worker holds TensorFlow, JAX and a few models (about 2 GiB): more than 4 workers
+cost memory without gaining much on a suite of this size."""
+
+
+def _xdist_worker() -> bool:
+    return "PYTEST_XDIST_WORKER" in os.environ
+
+
+def pytest_xdist_auto_num_workers(config):
+    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
 
 
 @pytest.fixture(autouse=True)
@@ -22,14 +41,17 @@ def _runs_backends(item) -> bool:
 
 def pytest_collection_modifyitems(session, config, items):
     # tests/test_backends.py waits (its `runs` fixture) for child runs under JAX and
-    # PyTorch, which start in the background once collection is done (below): its tests
-    # go last, so that the rest of the suite runs meanwhile.
-    items.sort(key=_runs_backends)
+    # PyTorch. In one process they start in the background once collection is done
+    # (below) and its tests go last, so that the rest of the suite runs meanwhile. On
+    # xdist workers they start when the group's worker reaches them: first.
+    items.sort(key=_runs_backends, reverse=_xdist_worker())
 
 
 def pytest_collection_finish(session):
     waits = [item for item in session.items if "runs" in getattr(item, "fixturenames", ())]
-    if not session.config.option.collectonly and any(map(_runs_backends, waits)):
+    if _xdist_worker() or session.config.option.collectonly:
+        return  # every worker collects every test; the group's worker starts the runs
+    if any(map(_runs_backends, waits)):
         backend_runs.start()
 
 

@@ -3,6 +3,9 @@
 CIFAR-10 and ImageNet run on `tfds.testing.mock_data`; Fashion-MNIST on Debian's files.
 """
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -205,3 +208,30 @@ def test_unknown_dataset_is_named_with_the_known_ones():
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         data.load("cifar10", "train", **kwargs)
+
+
+def test_preparing_lets_one_process_prepare_a_dataset_at_a_time(tmp_path):
+    # flock locks belong to open files: two threads of one process exclude each other as
+    # two processes would.
+    events = []
+    first_inside = threading.Event()
+
+    def first():
+        with data._preparing(tmp_path, "fashion_mnist"):
+            events.append("first in")
+            first_inside.set()
+            time.sleep(0.5)
+            events.append("first out")
+
+    def second():
+        first_inside.wait(5)
+        with data._preparing(tmp_path, "fashion_mnist"):
+            events.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert events == ["first in", "first out", "second in"]
+    assert (tmp_path / ".fashion_mnist.lock").is_file()
