@@ -1,16 +1,21 @@
 """Shared test setup: quiet TensorFlow logs, deterministic seeds, the backend child runs.
 
 README's test command runs the suite on pytest-xdist workers (`-n auto`: one per CPU,
-at most `MAX_WORKERS`). The child runs of `tests/test_backends.py` (`backend_runs`) then
-start in the worker that runs those tests, which go first and as one group (`--dist
-loadgroup`, in pyproject.toml), so that the other workers run the rest of the suite
-meanwhile. In one process (plain `pytest`) they start in the background once collection
-is done and those tests go last.
+at most `MAX_WORKERS`), a test file at a time (`--dist loadfile`, in pyproject.toml, so
+that a file's module fixtures are built once). The child runs of `tests/test_backends.py`
+(`backend_runs`) then start in the worker that runs that file, which goes first, so that
+the other workers run the rest of the suite meanwhile. In one process (plain `pytest`)
+they start in the background once collection is done and that file goes last. A worker
+runs TensorFlow's ops on one thread (`TF_NUM_INTRAOP_THREADS=1`): the workers already
+keep every CPU busy, and TensorFlow's threads of several workers on the same cores only
+wait on each other.
 """
 
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
 
 import backend_runs  # noqa: E402
 import keras  # noqa: E402

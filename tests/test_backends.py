@@ -22,14 +22,10 @@ import keras
 import numpy as np
 import pytest
 
-pytestmark = [
-    pytest.mark.skipif(
-        keras.backend.backend() != backend_runs.REFERENCE,
-        reason="compares JAX and PyTorch with TensorFlow: the run's own backend must be TensorFlow",
-    ),
-    # On xdist, one worker runs this file (and the child runs) while the others go on.
-    pytest.mark.xdist_group("backend_runs"),
-]
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != backend_runs.REFERENCE,
+    reason="compares JAX and PyTorch with TensorFlow: the run's own backend must be TensorFlow",
+)
 OTHERS = backend_runs.OTHERS
 
 
