@@ -22,6 +22,8 @@ import keras  # noqa: E402
 import pytest  # noqa: E402
 
 BACKENDS_TESTS = "test_backends.py"
+# Files with a test or a module fixture of 30 s or more (`--durations`), in that order.
+LONG_FILES = ("test_pipeline_output.py", "test_larq_suite.py", "test_compat.py", "test_data.py")
 MAX_WORKERS = 4
 """Each worker holds TensorFlow, JAX and a few models (about 2 GiB): more than 4 workers
 cost memory without gaining much on a suite of this size."""
@@ -44,12 +46,22 @@ def _runs_backends(item) -> bool:
     return item.path.name == BACKENDS_TESTS
 
 
+def _xdist_order(item) -> int:
+    if _runs_backends(item):
+        return 0
+    return 1 if item.path.name in LONG_FILES else 2
+
+
 def pytest_collection_modifyitems(session, config, items):
     # tests/test_backends.py waits (its `runs` fixture) for child runs under JAX and
     # PyTorch. In one process they start in the background once collection is done
     # (below) and its tests go last, so that the rest of the suite runs meanwhile. On
-    # xdist workers they start when the group's worker reaches them: first.
-    items.sort(key=_runs_backends, reverse=_xdist_worker())
+    # xdist workers they start when the file's worker reaches them: first; the files of
+    # one long test follow, so that none of them is left alone at the end of the run.
+    if _xdist_worker():
+        items.sort(key=_xdist_order)
+    else:
+        items.sort(key=_runs_backends)
 
 
 def pytest_collection_finish(session):
