@@ -29,7 +29,7 @@ folded = lns_keras.slb.fold(model)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import keras
 import numpy as np
@@ -352,10 +352,11 @@ def recalibrate_batch_norm(model: keras.Model, data: Iterable, steps: int | None
             layer.hard = True
         for bn in batch_norms:
             bn.momentum = 0.0  # the moving statistics become the batch's own
+        forward = _training_forward(model)
         for batch in data:
             if steps is not None and used >= steps:
                 break
-            model(_batch_inputs(batch), training=True)
+            forward(_batch_inputs(batch))
             for bn, (mean, variance) in zip(batch_norms, sums):
                 mean += keras.ops.convert_to_numpy(bn.moving_mean)
                 variance += keras.ops.convert_to_numpy(bn.moving_variance)
@@ -371,6 +372,23 @@ def recalibrate_batch_norm(model: keras.Model, data: Iterable, steps: int | None
         bn.moving_mean.assign(mean / used)
         bn.moving_variance.assign(variance / used)
     return used
+
+
+def _training_forward(model: keras.Model) -> Callable:
+    """`model(x, training=True)`, traced once by `tf.function` under TensorFlow.
+
+    Traced after the `hard` flags and momenta are set, so the trace computes with them.
+    The other backends run it eagerly.
+    """
+
+    def forward(inputs):
+        return model(inputs, training=True)
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(forward, reduce_retracing=True)
+    return forward
 
 
 class BatchNormRecalibration(keras.callbacks.Callback):
