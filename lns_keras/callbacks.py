@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from lns_keras import _autodiff, context
+from lns_keras.layers.slb import is_slb_layer
 
 __all__ = ["FlipRate", "GradientReach", "HyperparameterScheduler", "binary_signs", "gradient_reach"]
 
@@ -20,7 +21,8 @@ def binary_signs(model: keras.Model) -> dict[str, np.ndarray]:
     connected layers, a `QuantDepthwiseConv2D`'s depthwise kernel, and both kernels of a
     separable convolution. A kernel's binary value is what its layer computes with
     (`binary_kernel()`: $q(\hat Q)$ for an LNS layer); its sign is `True` where that
-    value is positive.
+    value is positive. A 1-bit SLB layer counts with its hard kernel (`hard_kernel()`:
+    the value of the larger logit), the binary weight it folds to.
 
     Args:
         model: A Keras model or layer.
@@ -55,6 +57,9 @@ def binary_signs(model: keras.Model) -> dict[str, np.ndarray]:
         if per_layer[id(layer)] > 1:
             name = f"{layer.name}/{variable.name}"
         signs[name] = keras.ops.convert_to_numpy(value) > 0
+    for layer in model._flatten_layers(include_self=True):
+        if is_slb_layer(layer) and layer.weight_bits == 1:
+            signs[layer.name] = keras.ops.convert_to_numpy(layer.hard_kernel()) > 0
     return signs
 
 

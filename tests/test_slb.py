@@ -660,3 +660,35 @@ def test_recalibration_without_batches_is_refused():
     with pytest.raises(ValueError, match="no batch"):
         slb.recalibrate_batch_norm(model, [])
     assert model.get_layer("slb_conv").hard is False
+
+
+# --------------------------------------------------------------------------- flip rate
+
+
+@pytest.mark.parametrize("bits", [1, 2])
+def test_binary_signs_and_flip_rate_count_a_1_bit_slb_layer_by_its_hard_kernel(bits):
+    model = _bn_model(bits)
+    conv = model.get_layer("slb_conv")
+    signs = lns_keras.callbacks.binary_signs(model)
+    if bits != 1:
+        assert "slb_conv" not in signs  # a 2-bit kernel has no sign to flip
+        return
+    np.testing.assert_array_equal(
+        signs["slb_conv"], keras.ops.convert_to_numpy(conv.hard_kernel()) > 0
+    )
+    # Swapping the two logits of a quarter of the weights flips exactly those.
+    logits = keras.ops.convert_to_numpy(conv.logits)
+    flipped = np.zeros(logits.shape[:-1], bool)
+    flipped.reshape(-1)[: flipped.size // 4] = True
+    logits[flipped] = logits[flipped][:, ::-1]
+    callback = lns_keras.callbacks.FlipRate()
+    callback.set_model(model)
+    callback.on_train_begin()
+    conv.logits.assign(logits)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert logs["flip_rate"] == pytest.approx(0.25)
+    assert (
+        lns_keras.callbacks.binary_signs(model)["slb_conv"][flipped].tolist()
+        == (~signs["slb_conv"][flipped]).tolist()
+    )
