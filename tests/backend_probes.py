@@ -326,16 +326,28 @@ def probe() -> dict[str, np.ndarray]:
     return {**quantizer_probes(), **layer_probes(), **lns_step_probes(), **summary_probes()}
 
 
+def load_others(folder: str | os.PathLike) -> None:
+    """Load the `.keras` files of the other backends in `folder`; save their predictions.
+
+    Each as `<other>-on-<backend>.npz`; a file already loaded under this backend is not
+    loaded again.
+    """
+    folder = Path(folder)
+    backend = keras.backend.backend()
+    x = exchange_input()
+    for other in BACKENDS:
+        path, out = folder / f"{other}.keras", folder / f"{other}-on-{backend}.npz"
+        if other != backend and path.is_file() and not out.is_file():
+            loaded = keras.saving.load_model(path, safe_mode=True)
+            np.savez(out, y=loaded.predict(x, verbose=0))
+
+
 def exchange(folder: str | os.PathLike) -> None:
     """Load the `.keras` files of the other backends in `folder`; save this backend's."""
     folder = Path(folder)
     backend = keras.backend.backend()
     x = exchange_input()
-    for other in BACKENDS:
-        path = folder / f"{other}.keras"
-        if other != backend and path.is_file():
-            loaded = keras.saving.load_model(path, safe_mode=True)
-            np.savez(folder / f"{other}-on-{backend}.npz", y=loaded.predict(x, verbose=0))
+    load_others(folder)
     model = every_layer_network()
     np.savez(folder / f"{backend}-predictions.npz", y=model.predict(x, verbose=0))
     model.save(folder / f"{backend}.keras")
@@ -347,9 +359,13 @@ def save(folder: str | os.PathLike, probes: dict[str, np.ndarray]) -> None:
     exchange(folder)
 
 
-def main(folder: str) -> None:
-    save(folder, probe())
+def main(folder: str, load_only: bool = False) -> None:
+    """Probe and save under the current backend; with `load_only`, only `load_others`."""
+    if load_only:
+        load_others(folder)
+    else:
+        save(folder, probe())
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], load_only="--load-only" in sys.argv[2:])

@@ -7,7 +7,8 @@ background thread runs, in turn:
 2. `pytest tests/test_backend_core.py` under `KERAS_BACKEND=jax`, which also saves the
    JAX numbers and `.keras` file (`LNS_PROBE_DIR`) and loads TensorFlow's;
 3. the same under `KERAS_BACKEND=torch`, which loads TensorFlow's and JAX's files;
-4. `apps/train.py` under JAX: the Fashion-MNIST demo on a few batches, on two CPU devices
+4. `tests/backend_probes.py --load-only` under JAX, which loads PyTorch's file;
+5. `apps/train.py` under JAX: the Fashion-MNIST demo on a few batches, on two CPU devices
    (`keras.distribution.DataParallel`), and a refused TensorFlow-only flag.
 
 `tests/conftest.py` starts the thread as soon as the session has collected a test of
@@ -120,6 +121,13 @@ def _run_all(folder: Path) -> None:
             backend,
             folder,
         )
+    # JAX ran before PyTorch saved its file: load it under JAX now.
+    _run(
+        "load-jax",
+        [sys.executable, str(ROOT / "tests" / "backend_probes.py"), str(folder), "--load-only"],
+        "jax",
+        folder,
+    )
     train = [sys.executable, str(ROOT / "apps" / "train.py"), *DEMO_FLAGS]
     _run(
         "train-jax",

@@ -180,6 +180,16 @@ def test_keras_file_saved_on_jax_loads_on_torch(runs, probes):
     )
 
 
+def test_keras_file_saved_on_torch_loads_on_jax(runs, probes):
+    folder, done = runs
+    _check(done.get("load-jax"), "load-jax")
+    _others(probes, "torch")
+    expected = _predictions(folder, "torch-predictions.npz")
+    np.testing.assert_allclose(
+        _predictions(folder, "torch-on-jax.npz"), expected, atol=1e-5, rtol=1e-5
+    )
+
+
 @pytest.mark.parametrize("backend", OTHERS)
 def test_keras_file_saved_on_another_backend_loads_on_tensorflow(runs, probes, backend):
     folder, _ = runs
