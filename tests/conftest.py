@@ -34,7 +34,11 @@ def _xdist_worker() -> bool:
 
 
 def pytest_xdist_auto_num_workers(config):
-    return max(1, min(len(os.sched_getaffinity(0)), MAX_WORKERS))
+    if hasattr(os, "sched_getaffinity"):  # the CPUs this process may use (Linux)
+        cpus = len(os.sched_getaffinity(0))
+    else:
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_WORKERS))
 
 
 @pytest.fixture(autouse=True)
