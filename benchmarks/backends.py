@@ -144,7 +144,7 @@ def main() -> None:
         paired.report_steps(
             say, times, args.rounds, args.steps, args.batch, before, after, width=22
         )
-        wall, cpu = times["wall"], times["cpu"]
+        wall = times["wall"]
         reference = f"{network} {REFERENCE}"
         ratios = {}
         for kind, label in (("wall", "step time"), ("cpu", "CPU time per step")):
@@ -155,14 +155,10 @@ def main() -> None:
                     say(f"  {n:22s} {paired.describe(r)}")
         record["networks"][network] = {
             "machine": {"before": before, "after": after},
-            "workers": {
-                n: {"info": infos[n], "step_seconds": wall[n], "cpu_seconds": cpu[n]} for n in wall
-            },
+            "workers": paired.workers_record(infos, times),
             "ratios": ratios,
         }
-    paired.write_json(args.out + ".json", record)
-    with open(args.out + ".txt", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    paired.write_results(args.out, record, lines)
 
 
 if __name__ == "__main__":

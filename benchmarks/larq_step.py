@@ -310,7 +310,6 @@ def main() -> None:
 
     after = paired.machine_state()
     paired.report_steps(say, times, args.rounds, args.steps, args.batch, before, after, width=18)
-    wall, cpu = times["wall"], times["cpu"]
     pairs = {
         f"lns_keras/larq {'xla' if j else 'no-xla'}": (name("lns_keras", j), name("larq", j))
         for j in jits
@@ -332,14 +331,10 @@ def main() -> None:
     record = {
         "command": ["python", "benchmarks/larq_step.py", *sys.argv[1:]],
         "machine": {"before": before, "after": after},
-        "workers": {
-            n: {"info": infos[n], "step_seconds": wall[n], "cpu_seconds": cpu[n]} for n in wall
-        },
+        "workers": paired.workers_record(infos, times),
         "ratios": ratios,
     }
-    paired.write_json(args.out + ".json", record)
-    with open(args.out + ".txt", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    paired.write_results(args.out, record, lines)
 
 
 if __name__ == "__main__":

@@ -232,6 +232,19 @@ def write_json(path: str, record: dict) -> None:
         f.write("\n")
 
 
+def workers_record(infos: dict, times: dict) -> dict:
+    """The record of each worker: what it built and its raw wall-clock and CPU step times."""
+    wall, cpu = times["wall"], times["cpu"]
+    return {n: {"info": infos[n], "step_seconds": wall[n], "cpu_seconds": cpu[n]} for n in wall}
+
+
+def write_results(out: str, record: dict, lines: list[str]) -> None:
+    """Write `record` to `out.json` and the printed summary `lines` to `out.txt`."""
+    write_json(out + ".json", record)
+    with open(out + ".txt", "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def machine_state() -> dict:
     """CPU count and load averages (1, 5, 15 min), for the record of a run."""
     return {"cpus": os.cpu_count(), "loadavg": list(os.getloadavg())}

@@ -243,7 +243,6 @@ def main() -> None:
         "(SLBQuantConv2D) against STE (QuantConv2D, DoReFa weights), same activation quantizer"
     )
     paired.report_steps(say, times, args.rounds, args.steps, args.batch, before, after, width=10)
-    wall, cpu = times["wall"], times["cpu"]
     ratios = {}
     for kind, label in (("wall", "step time"), ("cpu", "CPU time per step")):
         say(f"SLB / STE {label}, over the rounds' medians:")
@@ -257,14 +256,10 @@ def main() -> None:
     record = {
         "command": ["python", "benchmarks/slb_step.py", *sys.argv[1:]],
         "machine": {"before": before, "after": after},
-        "workers": {
-            n: {"info": infos[n], "step_seconds": wall[n], "cpu_seconds": cpu[n]} for n in wall
-        },
+        "workers": paired.workers_record(infos, times),
         "ratios": ratios,
     }
-    paired.write_json(out + ".json", record)
-    with open(out + ".txt", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    paired.write_results(out, record, lines)
 
 
 if __name__ == "__main__":
