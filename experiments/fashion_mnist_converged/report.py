@@ -271,7 +271,8 @@ def plot_curves(rows, path) -> None:
     for ax, (_, title, _) in zip(axes, keys):
         ax.set_xlabel("fine-tuning epoch")
         ax.set_title(title, fontsize=10)
-    axes[0].legend(fontsize=8)
+    if axes[0].lines:
+        axes[0].legend(fontsize=8)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
