@@ -165,3 +165,38 @@ def test_report_end_to_end(tmp_path, monkeypatch):
     assert "| test accuracy (%), chosen epoch | 88.70 | 88.60 | 88.40 |" in tables
     assert (out / "converged_baseline.png").stat().st_size > 0
     assert (out / "converged_curves.png").stat().st_size > 0
+
+
+flips = _load("flips")
+
+
+def test_flip_origins_count_sign_changes_against_the_pretrained_kernel():
+    import keras
+    import numpy as np
+
+    from apps.models import fashion_net
+    from lns_keras.convert import to_lns
+
+    keras.utils.set_random_seed(0)
+    baseline = fashion_net((28, 28, 1), 10, mode="bnn")
+    pretrained = flips.latent_kernels(baseline)
+    assert set(pretrained) == {"conv2", "conv3"}  # the binary layers only
+
+    tuned = keras.models.clone_model(baseline)
+    tuned.set_weights(baseline.get_weights())
+    kernel = pretrained["conv2"].copy()
+    kernel.flat[:10] = -kernel.flat[:10] - 1e-3 * np.sign(kernel.flat[:10])  # 10 sign flips
+    kernel.flat[10] = 0.0 if kernel.flat[10] >= 0 else kernel.flat[10]  # 0 counts as +1
+    tuned.get_layer("conv2").kernel.assign(kernel)
+    stats = flips.origins(tuned, pretrained)
+    assert stats["conv2"]["flipped"] == pytest.approx(10 / kernel.size)
+    assert stats["conv2"]["latent_crossed"] == 1.0
+    assert stats["conv3"]["flipped"] == 0.0
+
+    lns = to_lns(baseline, alpha=1.0, rho=0.005)
+    stats = flips.origins(lns, pretrained)
+    q = keras.ops.convert_to_numpy(lns.get_layer("conv2").binary_estimate())
+    agree = np.mean((q >= 0) == (pretrained["conv2"] >= 0))
+    assert stats["conv2"]["flipped"] == pytest.approx(1 - agree)
+    assert stats["conv2"]["follows_latent"] == pytest.approx(agree)  # latent W is still W₀
+    assert stats["conv2"]["latent_crossed"] == 0.0
