@@ -200,3 +200,16 @@ def test_flip_origins_count_sign_changes_against_the_pretrained_kernel():
     assert stats["conv2"]["flipped"] == pytest.approx(1 - agree)
     assert stats["conv2"]["follows_latent"] == pytest.approx(agree)  # latent W is still W₀
     assert stats["conv2"]["latent_crossed"] == 0.0
+
+
+def test_flip_table_lists_the_arms_found(tmp_path):
+    for name in (
+        "lns_rho=0_s0",
+        "lns_s1",
+        "finetune_s0",
+        "baseline_s0",
+        "lns_alpha=5_s0",
+        "claims",
+    ):
+        (tmp_path / name).mkdir()
+    assert flips.arms(str(tmp_path)) == ["finetune", "lns", "lns_alpha=5", "lns_rho=0"]

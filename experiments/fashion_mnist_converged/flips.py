@@ -86,6 +86,18 @@ def model_path(runs_dir: str, arm: str, seed: int) -> str:
     return os.path.join(runs_dir, f"{arm}_s{seed}", stage, name)
 
 
+def arms(runs_dir: str) -> list[str]:
+    """The arms with a run folder in `runs_dir`: those of `ARMS` in that order, then the
+    sweeps' (`lns_rho=0`, `lns_alpha=5`, `lns_sum_alpha=0.001`, ...) sorted."""
+    found = set()
+    if os.path.isdir(runs_dir):
+        for name in os.listdir(runs_dir):
+            arm, _, seed = name.rpartition("_s")
+            if arm and seed.isdigit() and arm != "baseline" and arm != "float":
+                found.add(arm)
+    return [a for a in ARMS if a in found] + sorted(found - set(ARMS))
+
+
 def table(runs_dir: str, baseline_path: str) -> str:
     pretrained = latent_kernels(keras.models.load_model(baseline_path, safe_mode=True))
     w0 = np.concatenate([np.abs(v).ravel() for v in pretrained.values()])
@@ -97,7 +109,7 @@ def table(runs_dir: str, baseline_path: str) -> str:
         "| sign(Q̂) = sign(W) (%) | Median \\|W₀\\| of flipped |",
         "|---|---|---|---|---|---|",
     ]
-    for arm in ARMS:
+    for arm in arms(runs_dir):
         per_seed = collections.defaultdict(list)
         seeds = []
         for seed in range(10):
