@@ -122,8 +122,9 @@ TABLE_SEEDS = (0, 1, 2, 3, 4)
 FACTOR_SEEDS = (0, 1, 2)
 SUM_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1)
 SWEEP_ALPHAS = (0.1, 5.0)
-# ρ = 0 (no label noise) was added after the first seeds: LNS flipped about twice as many
-# signs vs pretrained as fine-tuning, and this point tells whether the noise drives it.
+# ρ = 0 (Eq. 7's plain squared loss, no noise correction) was added after the first seeds:
+# LNS flipped about twice as many signs vs pretrained as fine-tuning, and this point
+# separates the correction's part in that from the pull toward sign(W) itself.
 SWEEP_RHOS = (0.0, 0.05, 0.2)
 
 
