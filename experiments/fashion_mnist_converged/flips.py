@@ -11,6 +11,8 @@ the run ends with against those of the pretrained baseline (`baseline.keras`):
   Q̂ = f_θ(W), taken from the run's LNS model before folding);
 - *of those, latent crossed 0*: the fraction of those flips where the latent weight W
   itself changed sign (for plain fine-tuning every flip is one);
+- *latent crossed 0 (all weights)*: the fraction of latent weights whose sign differs
+  from sign(W₀), whatever the binary weight did;
 - *sign(Q̂) = sign(W)*: how closely an LNS layer's binary weights follow its own latent
   weights at the end;
 - *median |W₀| of flipped*: how far from zero the flipped weights started (the baseline's
@@ -74,6 +76,7 @@ def origins(model, pretrained: dict[str, np.ndarray]) -> dict[str, dict[str, flo
         out[layer.name] = {
             "flipped": float(flipped.mean()),
             "latent_crossed": float((flipped & (latent != s0)).sum() / n),
+            "latent_flipped": float((latent != s0).mean()),
             "follows_latent": float((binary == latent).mean()),
             "flipped_w0": float(np.median(np.abs(w0[flipped]))) if flipped.any() else float("nan"),
         }
@@ -105,9 +108,10 @@ def table(runs_dir: str, baseline_path: str) -> str:
         f"Baseline: {w0.size} binary weights in {', '.join(pretrained)}; median |W₀| "
         f"{np.median(w0):.3f}; {100 * np.mean(w0 < 1e-3):.1f}% have |W₀| < 10⁻³.",
         "",
-        "| Arm | Seeds | Flipped vs pretrained (%) | Of those, latent W crossed 0 (%) "
-        "| sign(Q̂) = sign(W) (%) | Median \\|W₀\\| of flipped |",
-        "|---|---|---|---|---|---|",
+        "| Arm | Seeds | Binary weights flipped vs pretrained (%) | Of those, latent W crossed 0 (%) "
+        "| Latent W crossed 0 (%, all weights) | sign(Q̂) = sign(W) (%) "
+        "| Median \\|W₀\\| of flipped |",
+        "|---|---|---|---|---|---|---|",
     ]
     for arm in arms(runs_dir):
         per_seed = collections.defaultdict(list)
@@ -120,7 +124,13 @@ def table(runs_dir: str, baseline_path: str) -> str:
             stats = origins(keras.models.load_model(path, safe_mode=True), pretrained)
             sizes = {name: pretrained[name].size for name in stats}
             total = sum(sizes.values())
-            for key in ("flipped", "latent_crossed", "follows_latent", "flipped_w0"):
+            for key in (
+                "flipped",
+                "latent_crossed",
+                "latent_flipped",
+                "follows_latent",
+                "flipped_w0",
+            ):
                 # weighted by layer size, so the figure is over all binary weights
                 per_seed[key].append(sum(stats[n][key] * sizes[n] for n in stats) / total)
         if not seeds:
@@ -132,7 +142,7 @@ def table(runs_dir: str, baseline_path: str) -> str:
         lns = arm != "finetune"
         lines.append(
             f"| {arm} | {', '.join(map(str, seeds))} | {mean('flipped')} "
-            f"| {mean('latent_crossed', fmt='{:.1f}')} "
+            f"| {mean('latent_crossed', fmt='{:.1f}')} | {mean('latent_flipped')} "
             f"| {mean('follows_latent') if lns else '–'} "
             f"| {mean('flipped_w0', 1.0, '{:.4f}')} |"
         )
