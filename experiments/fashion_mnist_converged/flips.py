@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import math
 import os
 import statistics
 import sys
@@ -137,7 +138,8 @@ def table(runs_dir: str, baseline_path: str) -> str:
             continue
 
         def mean(key, scale=100.0, fmt="{:.2f}", values=per_seed):
-            return fmt.format(scale * statistics.mean(values[key]))
+            found = [v for v in values[key] if not math.isnan(v)]  # nan: no weight flipped
+            return fmt.format(scale * statistics.mean(found)) if found else "–"
 
         lns = arm != "finetune"
         lines.append(
