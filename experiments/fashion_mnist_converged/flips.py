@@ -76,7 +76,9 @@ def origins(model, pretrained: dict[str, np.ndarray]) -> dict[str, dict[str, flo
         n = max(int(flipped.sum()), 1)
         out[layer.name] = {
             "flipped": float(flipped.mean()),
-            "latent_crossed": float((flipped & (latent != s0)).sum() / n),
+            "latent_crossed": (
+                float((flipped & (latent != s0)).sum() / n) if flipped.any() else float("nan")
+            ),
             "latent_flipped": float((latent != s0).mean()),
             "follows_latent": float((binary == latent).mean()),
             "flipped_w0": float(np.median(np.abs(w0[flipped]))) if flipped.any() else float("nan"),
