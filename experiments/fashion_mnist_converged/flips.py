@@ -41,47 +41,39 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from lns_keras.callbacks import binary_signs  # noqa: E402
 from lns_keras.export import atomic_write_bytes  # noqa: E402
-from lns_keras.layers import is_lns_layer  # noqa: E402
 
 ARMS = ("finetune", "lns_alpha0", "lns", "lns_window", "lns_tanh", "lns_pretrained_labels")
 
 
 def latent_kernels(model) -> dict[str, np.ndarray]:
-    """Latent kernels of the binary layers (those whose kernel quantizer has 1 bit)."""
-    kernels = {}
-    for layer in model.layers:
-        quantizer = getattr(layer, "kernel_quantizer", None)
-        if is_lns_layer(layer) or getattr(quantizer, "precision", None) == 1:
-            kernels[layer.name] = keras.ops.convert_to_numpy(layer.kernel)
-    return kernels
+    """Latent kernels of the binary layers (those `binary_signs` counts)."""
+    binary = binary_signs(model)
+    return {
+        layer.name: keras.ops.convert_to_numpy(layer.kernel)
+        for layer in model.layers
+        if layer.name in binary
+    }
 
 
 def origins(model, pretrained: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
     """Per binary layer of `model`: the statistics of the module docstring."""
     out = {}
-    for layer in model.layers:
-        if layer.name not in pretrained:
+    for name, binary in binary_signs(model).items():
+        if name not in pretrained:
             continue
-        w0 = pretrained[layer.name]
-        s0 = w0 >= 0
-        w = keras.ops.convert_to_numpy(layer.kernel)
-        latent = w >= 0
-        binary = (
-            keras.ops.convert_to_numpy(layer.binary_estimate()) >= 0
-            if is_lns_layer(layer)
-            else latent
-        )
+        w0 = pretrained[name]
+        s0 = w0 >= 0  # ste_sign's sign: 0 counts as +1, as in binary_signs
+        latent = keras.ops.convert_to_numpy(model.get_layer(name).kernel) >= 0
         flipped = binary != s0
-        n = max(int(flipped.sum()), 1)
-        out[layer.name] = {
+        some = bool(flipped.any())
+        out[name] = {
             "flipped": float(flipped.mean()),
-            "latent_crossed": (
-                float((flipped & (latent != s0)).sum() / n) if flipped.any() else float("nan")
-            ),
+            "latent_crossed": float((latent != s0)[flipped].mean()) if some else float("nan"),
             "latent_flipped": float((latent != s0).mean()),
             "follows_latent": float((binary == latent).mean()),
-            "flipped_w0": float(np.median(np.abs(w0[flipped]))) if flipped.any() else float("nan"),
+            "flipped_w0": float(np.median(np.abs(w0[flipped]))) if some else float("nan"),
         }
     return out
 
