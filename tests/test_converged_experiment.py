@@ -149,6 +149,7 @@ def test_report_end_to_end(tmp_path, monkeypatch):
             _row("lns", seed, 0.886 + 2e-4 * (0, 1, -1)[seed]),
         ]
     rows += [_row("lns_rho=0", 0, 0.887, rho=0), _row("lns_rho=0.2", 0, 0.884, rho=0.2)]
+    rows += [_row("lns_alpha0", 0, 0.889, alpha=0), _row("lns_alpha=5", 0, 0.880, alpha=5)]
     with open(here / "runs.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=runner.FIELDS)
         writer.writeheader()
@@ -163,6 +164,11 @@ def test_report_end_to_end(tmp_path, monkeypatch):
     # the ρ sweep puts the default run (ρ = 0.005, the `lns` arm's seed 0) among its points
     assert "| ρ, α = 1, seed 0 | 0 | 0.005 | 0.2 |" in tables
     assert "| test accuracy (%), chosen epoch | 88.70 | 88.60 | 88.40 |" in tables
+    # the α sweep adds α = 0 (the `lns_alpha0` arm's seed 0) and α = 1 (the `lns` arm's)
+    assert "| α, mean (Eq. 16), ρ = 0.005, seed 0 | 0 | 1 | 5 |" in tables
+    assert "| test accuracy (%), chosen epoch | 88.90 | 88.60 | 88.00 |" in tables
+    assert "| binary weights flipped vs pretrained (%) |" in tables
+    assert not list(here.glob(".tables.*")), "the temporary file must be renamed away"
     assert (out / "converged_baseline.png").stat().st_size > 0
     assert (out / "converged_curves.png").stat().st_size > 0
 

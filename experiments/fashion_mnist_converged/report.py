@@ -21,6 +21,7 @@ import csv
 import math
 import os
 import statistics
+import tempfile
 
 import matplotlib
 
@@ -58,6 +59,23 @@ def read_curve(name: str) -> list[dict] | None:
         return None
     with open(path) as f:
         return list(csv.DictReader(f))
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write through a temporary file in the same folder and a rename, so that an
+    interrupted report never leaves a half-written table (the mode follows the umask)."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tables.")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def pct(x: float) -> str:
@@ -153,27 +171,29 @@ def comparison_table(rows, pairs) -> str:
     return "\n".join(lines) + "\n"
 
 
-def sweep_table(rows, prefix, label, default: tuple[str, float] | None = None) -> str:
-    """One row per swept value at seed 0; `default` = (field, value) adds the `lns` arm's
-    seed-0 run as the sweep's point at the library's default."""
+def sweep_table(rows, prefix, label, defaults: tuple[tuple[str, float], ...] = ()) -> str:
+    """One row per swept value at seed 0; `defaults` = ((arm, value), ...) adds that arm's
+    seed-0 run as the sweep's point at `value` (the `lns` arm at the library's default,
+    `lns_alpha0` at α = 0)."""
     points = []
     for r in rows:
         if r["arm"].startswith(prefix) and r["seed"] == "0":
             points.append((float(r["arm"].split("=")[1]), r))
     if not points:
         return ""
-    if default is not None:
-        points += [(default[1], r) for r in rows if r["arm"] == "lns" and r["seed"] == "0"]
+    for arm, value in defaults:
+        points += [(value, r) for r in rows if r["arm"] == arm and r["seed"] == "0"]
     points.sort(key=lambda p: p[0])
+
+    def line(name, key, fmt):
+        return f"| {name} | " + " | ".join(fmt(float(r[key])) for _, r in points) + " |"
+
     lines = [
         f"| {label} | " + " | ".join(f"{v:g}" for v, _ in points) + " |",
         "|---|" + "---|" * len(points),
-        "| best validation accuracy (%) | "
-        + " | ".join(pct(float(r["best_val_accuracy"])) for _, r in points)
-        + " |",
-        "| test accuracy (%), chosen epoch | "
-        + " | ".join(pct(float(r["test_accuracy_selected"])) for _, r in points)
-        + " |",
+        line("best validation accuracy (%)", "best_val_accuracy", pct),
+        line("test accuracy (%), chosen epoch", "test_accuracy_selected", pct),
+        line("binary weights flipped vs pretrained (%)", "flip_rate_total", pct),
     ]
     return "\n".join(lines) + "\n"
 
@@ -301,16 +321,19 @@ def main() -> None:
         "### Verdict\n",
         verdict(rows),
     ]
-    for prefix, label, default in (
-        ("lns_sum_alpha=", "α, layer loss summed (Eq. 17), seed 0", None),
-        ("lns_alpha=", "α, mean (Eq. 16), ρ = 0.005, seed 0", ("alpha", 1.0)),
-        ("lns_rho=", "ρ, α = 1, seed 0", ("rho", 0.005)),
+    for prefix, label, defaults in (
+        ("lns_sum_alpha=", "α, layer loss summed (Eq. 17), seed 0", ()),
+        (
+            "lns_alpha=",
+            "α, mean (Eq. 16), ρ = 0.005, seed 0",
+            (("lns_alpha0", 0.0), ("lns", 1.0)),
+        ),
+        ("lns_rho=", "ρ, α = 1, seed 0", (("lns", 0.005),)),
     ):
-        if table := sweep_table(rows, prefix, label, default):
+        if table := sweep_table(rows, prefix, label, defaults):
             parts += [f"### Sweep: {label}\n", table]
     text = "\n".join(parts)
-    with open(os.path.join(HERE, "tables.md"), "w") as f:
-        f.write(text)
+    atomic_write_text(os.path.join(HERE, "tables.md"), text)
     plot_curves(rows, os.path.join(OUT, "converged_curves.png"))
     print(text)
 
