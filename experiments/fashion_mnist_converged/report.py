@@ -276,6 +276,7 @@ def plot_curves(rows, path) -> None:
     colors = {"finetune": "tab:orange", "lns": "tab:blue", "lns_alpha0": "tab:purple"}
     colors["lns_window"] = "tab:red"
     colors["lns_tanh"] = "tab:green"
+    colors["lns_pretrained_labels"] = "tab:brown"
     for arm, color in colors.items():
         seeds = sorted({int(r["seed"]) for r in rows if r["arm"] == arm})
         for ax, (key, _, scale) in zip(axes, keys):
@@ -292,7 +293,16 @@ def plot_curves(rows, path) -> None:
         ax.set_xlabel("fine-tuning epoch")
         ax.set_title(title, fontsize=10)
     if axes[0].lines:
-        axes[0].legend(fontsize=8)
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            labels,
+            loc="upper center",
+            ncol=len(labels),
+            fontsize=9,
+            bbox_to_anchor=(0.5, 0.0),
+            frameon=False,
+        )
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
