@@ -8,7 +8,9 @@ writes `docs/results-slb.md` (every number on it comes from those rows), and int
 `docs/results/` the plots `slb_accuracy.png` (validation accuracy per epoch, mean ± std
 over seeds, one panel per bit width, SLB against the straight-through baseline, the
 full-precision network for reference) and `slb_temperature.png` (SLB's inverse
-temperature per epoch). It refuses to write a page without rows.
+temperature per epoch). It refuses to write a page without rows. Page and plots are
+written through a temporary file and a rename, so an interrupted report leaves the old
+ones whole.
 
 Statistics: per arm the mean ± sample standard deviation over seeds, the best run and
 the epochs chosen on validation; per bit width the difference SLB − STE of the mean test
@@ -26,6 +28,7 @@ import dataclasses
 import math
 import os
 import statistics
+import sys
 
 import matplotlib
 
@@ -36,6 +39,10 @@ from scipy import stats  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, ROOT)
+
+from lns_keras.export import atomic_path, atomic_write_bytes  # noqa: E402
+
 BITS = (1, 2, 4)
 ARM_NAMES = {
     "float": "Full precision",
@@ -259,8 +266,7 @@ def plot_accuracy(results_dir: str, rows: list[dict], path: str) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend(fontsize=8, loc="lower right")
     axes[0].set_ylabel("validation accuracy (%), mean ± std")
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_temperature(results_dir: str, rows: list[dict], path: str) -> None:
@@ -280,7 +286,13 @@ def plot_temperature(results_dir: str, rows: list[dict], path: str) -> None:
     ax.set_ylabel("inverse temperature T (log scale)")
     ax.set_title("SLB's temperature schedule")
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+    """Save `fig` as PNG through a temporary file and a rename (mode from the umask)."""
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -383,9 +395,7 @@ def main(argv: list[str] | None = None) -> str:
     plot_temperature(args.results_dir, rows, temperature_png)
     where = os.path.dirname(os.path.abspath(args.page))
     text = page(rows, os.path.relpath(accuracy_png, where), os.path.relpath(temperature_png, where))
-    os.makedirs(where, exist_ok=True)
-    with open(args.page, "w") as f:
-        f.write(text)
+    atomic_write_bytes(args.page, text.encode())
     print(text)
     return text
 

@@ -72,7 +72,10 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, ROOT)
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from apps import logs  # noqa: E402  (imports neither TensorFlow nor Keras)
+
+logs.quiet_tensorflow(sys.argv)  # TensorFlow's C++ start-up lines, as in apps/train.py
 
 import keras  # noqa: E402
 
@@ -310,6 +313,7 @@ def main(argv: list[str] | None = None) -> None:
             if not done(grid, arm, seed):
                 print(f"{arm} seed {seed}")
         return
+    logs.apply_verbosity(logs.DEFAULT_VERBOSITY)  # warnings; no tfds progress bars
     os.makedirs(grid.model_root, exist_ok=True)
     while True:
         todo = [job for job in jobs(only, seeds) if not done(grid, *job)]
