@@ -261,3 +261,53 @@ def test_report_marks_an_incomplete_grid_and_refuses_no_rows(tmp_path):
     assert "**incomplete: 14 of the grid's 21 runs**" in text
     with pytest.raises(SystemExit, match="No runs"):
         report.main(["--results_dir", str(tmp_path / "nothing"), "--page", str(tmp_path / "p.md")])
+
+
+def test_report_says_whether_the_code_changed_between_the_rows_commits(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+            cwd=tmp_path,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+
+    git("init", "-q")
+    (tmp_path / "lns_keras").mkdir()
+    commits = []
+    for path, text in (
+        ("lns_keras/a.py", "x = 1\n"),
+        ("runs.csv", "row\n"),
+        ("lns_keras/a.py", "x = 2\n"),
+    ):
+        (tmp_path / path).write_text(text)
+        git("add", "-A")
+        git("commit", "-q", "-m", path)
+        commits.append(git("rev-parse", "--short", "HEAD"))
+    monkeypatch.setattr(report, "ROOT", str(tmp_path))
+    a, b, c = commits
+    assert report.code_note([{"commit": a}, {"commit": a}]) == f"code at commit {a}"
+    same = report.code_note([{"commit": a}, {"commit": b}])
+    assert same.startswith(f"rows written at commits {a} to {b}, 2 in all;")
+    assert same.endswith("are the same at every one of them")
+    changed = report.code_note([{"commit": a}, {"commit": b}, {"commit": c}])
+    assert changed.endswith(f"differ from {a} at {c}")
+    # A commit git does not know: the note lists the commits and claims nothing.
+    assert report.code_note([{"commit": a}, {"commit": "0000000"}]) == (
+        f"code at commits {a}, 0000000"
+    )
+
+
+def test_report_includes_the_reading_written_after_the_runs(tmp_path):
+    _synthetic_results(tmp_path / "results")
+    page = tmp_path / "page.md"
+    args = ["--results_dir", str(tmp_path / "results"), "--page", str(page)]
+    args += ["--plots_dir", str(tmp_path / "plots")]
+    assert "## Reading" not in report.main(args)
+    (tmp_path / "results" / "reading.md").write_text("SLB needs more epochs here.\n")
+    text = report.main(args)
+    assert "## Reading" in text and "SLB needs more epochs here.\n" in text
+    assert text.index("## Reading") < text.index("## Per epoch")
