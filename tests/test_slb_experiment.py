@@ -247,6 +247,23 @@ def test_report_statistics_match_scipy_and_the_page_says_what_they_say(tmp_path)
     assert "**W4/A4**: **SLB is worse than the straight-through baseline**" in text
     assert "incomplete" not in text and "abc1234" in text
     assert "4 epochs for every arm" in text and "first 50,000" in text and "last 10,000" in text
+    # Training minus validation accuracy per epoch: the synthetic curves' 0.5 + 0.1 e
+    # against accuracy - 0.01 (3 - e), averaged over the seeds.
+    for arm, accuracies in SYNTHETIC.items():
+        row = next(
+            r
+            for r in text.splitlines()
+            if r.startswith(f"| {report.ARM_NAMES[arm]} | ")
+            and "Epoch" not in r
+            and r.count("|") == 6
+        )
+        expected = [
+            100 * (0.5 + 0.1 * e - (np.mean(accuracies) - 0.01 * (3 - e))) for e in range(4)
+        ]
+        assert (
+            row
+            == f"| {report.ARM_NAMES[arm]} | " + " | ".join(f"{g:+.1f}" for g in expected) + " |"
+        )
 
     for name in ("slb_accuracy.png", "slb_temperature.png"):
         data = (plots / name).read_bytes()
@@ -257,7 +274,12 @@ def test_report_statistics_match_scipy_and_the_page_says_what_they_say(tmp_path)
 def test_report_marks_an_incomplete_grid_and_refuses_no_rows(tmp_path):
     _synthetic_results(tmp_path / "results")
     rows = report.read_rows(str(tmp_path / "results"))
-    text = report.page([r for r in rows if r["seed"] != "2"], "a.png", "t.png")
+    text = report.page(
+        [r for r in rows if r["seed"] != "2"],
+        "a.png",
+        "t.png",
+        results_dir=str(tmp_path / "results"),
+    )
     assert "**incomplete: 14 of the grid's 21 runs**" in text
     with pytest.raises(SystemExit, match="No runs"):
         report.main(["--results_dir", str(tmp_path / "nothing"), "--page", str(tmp_path / "p.md")])

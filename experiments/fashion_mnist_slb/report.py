@@ -199,7 +199,9 @@ def findings(rows: list[dict], found: list[Comparison]) -> str:
             )
         lines.append(f"- **W{c.bits}/A{c.bits}**: {text}")
     reference = values(rows, "float")
-    if reference:
+    if len(reference) == 1:
+        lines.append(f"- **Full precision**: {pct(reference[0])}% (one run).")
+    elif reference:
         lines.append(f"- **Full precision**: {mean_std(reference)}% over {len(reference)} seeds.")
     if not found:
         lines.append("- Not enough seeds yet for a comparison (two runs per arm at least).")
@@ -221,6 +223,34 @@ def mean_curve(results_dir, rows, arm, key) -> tuple[list[float], list[float]] |
     means = [statistics.mean(v) for v in per_epoch]
     stds = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in per_epoch]
     return means, stds
+
+
+def gap_table(results_dir: str, rows: list[dict]) -> str:
+    """Training minus validation accuracy per epoch and arm, mean over seeds (points).
+
+    The training accuracy is measured during the epoch on augmented batches, with SLB's
+    soft kernels while they last; the validation accuracy after it, with SLB's hard
+    kernels always. For the other arms the gap is the usual offset between the two
+    measurements; what SLB's gap adds is the distance between the soft network it trains
+    and the hard network it will deploy.
+    """
+    gaps = {}
+    for arm in ARM_ORDER:
+        train = mean_curve(results_dir, rows, arm, "accuracy")
+        val = mean_curve(results_dir, rows, arm, "val_accuracy")
+        if train is not None and val is not None:
+            gaps[arm] = [100 * (t - v) for t, v in zip(train[0], val[0])]
+    if not gaps:
+        return ""
+    epochs = max(len(g) for g in gaps.values())
+    lines = [
+        "| Arm | " + " | ".join(f"Epoch {e}" for e in range(1, epochs + 1)) + " |",
+        "|---|" + "---|" * epochs,
+    ]
+    for arm, gap in gaps.items():
+        cells = [f"{g:+.1f}" for g in gap] + ["–"] * (epochs - len(gap))
+        lines.append(f"| {ARM_NAMES[arm]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot_accuracy(results_dir: str, rows: list[dict], path: str) -> None:
@@ -355,7 +385,13 @@ def _distinct(rows, key) -> str:
     return ", ".join(sorted({r[key] for r in rows}, key=lambda v: (len(v), v)))
 
 
-def page(rows: list[dict], accuracy_png: str, temperature_png: str, notes: str = "") -> str:
+def page(
+    rows: list[dict],
+    accuracy_png: str,
+    temperature_png: str,
+    notes: str = "",
+    results_dir: str = HERE,
+) -> str:
     """The Markdown page; image paths relative to the page."""
     found = comparisons(rows)
     expected = len(ARM_ORDER) * 3
@@ -421,6 +457,13 @@ Validation accuracy (mean ± std over seeds; full precision dashed):
 
 ![Validation accuracy per epoch]({accuracy_png})
 
+Training accuracy minus validation accuracy, in points, mean over seeds. Training
+accuracy is measured during the epoch, on augmented batches and, for SLB, with the soft
+kernels until they turn hard; validation accuracy after it, for SLB always with the hard
+kernels (after the batch-norm recalibration). Beyond the offset every arm has, SLB's gap
+is the distance between the soft network it trains and the hard one it deploys.
+
+{gap_table(results_dir, rows)}
 SLB's inverse temperature per epoch:
 
 ![Temperature per epoch]({temperature_png})
@@ -454,6 +497,7 @@ def main(argv: list[str] | None = None) -> str:
         os.path.relpath(accuracy_png, where),
         os.path.relpath(temperature_png, where),
         reading(args.results_dir),
+        args.results_dir,
     )
     atomic_write_bytes(args.page, text.encode())
     print(text)
